@@ -1,0 +1,134 @@
+"""Reading scans defensively and writing outputs atomically.
+
+Every reader here either returns a usable image or raises :class:`InputImageError`
+naming the file and the problem. Every writer goes through a temporary file in the
+destination folder and an atomic rename, so a crash never leaves a half-written output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from cortexgen.errors import InputImageError
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+#: A T1w volume thinner than this along any axis is a slab or a 2D image, not a head.
+MIN_VOXELS_PER_AXIS = 16
+
+
+def nifti_suffix(path: str | Path) -> str:
+    """Return ``.nii.gz`` or ``.nii`` for ``path``; anything else is refused."""
+    name = str(path)
+    for suffix in (".nii.gz", ".nii"):
+        if name.endswith(suffix):
+            return suffix
+    raise InputImageError(path, f"not a NIfTI file (expected one of {', '.join(NIFTI_SUFFIXES)})")
+
+
+def load_t1w(path: str | Path, max_voxel_size_mm: float = 3.0) -> nib.Nifti1Image:
+    """Load a T1-weighted scan, check it is usable, and return it in RAS+ orientation.
+
+    Args:
+        path: a ``.nii`` or ``.nii.gz`` file.
+        max_voxel_size_mm: the coarsest voxel edge (mm) accepted; coarser scans cannot
+            carry cortical detail and are refused.
+
+    Returns:
+        A 3D float32 ``Nifti1Image`` reoriented to the closest canonical (RAS+) axes.
+        Oblique affines are kept as they are (registration works in world space).
+        A 4D file with a single volume is accepted and squeezed.
+
+    Raises:
+        InputImageError: missing or dangling file, corrupt or truncated data, not 3D,
+            non-finite voxels, an empty image, a degenerate affine or too coarse voxels.
+    """
+    path = Path(path)
+    if not path.exists():
+        if path.is_symlink():
+            raise InputImageError(path, "is a dangling symlink (a DataLad/git-annex file that was not fetched?)")
+        raise InputImageError(path, "file does not exist")
+    nifti_suffix(path)
+    try:
+        img = nib.load(str(path))
+        # nibabel reads lazily: only touching the data reveals corrupt or truncated files.
+        data = np.asanyarray(img.dataobj)
+    except Exception as err:  # nibabel, gzip, zlib and OS errors all mean "cannot read"
+        raise InputImageError(path, f"cannot be read as NIfTI (corrupt or truncated?): {type(err).__name__}: {err}") from err
+
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        kind = "a 4D series" if data.ndim == 4 else f"{data.ndim}D"
+        raise InputImageError(path, f"is {kind} with shape {data.shape}; a T1w scan must be one 3D volume")
+    if min(data.shape) < MIN_VOXELS_PER_AXIS:
+        raise InputImageError(
+            path, f"has shape {data.shape}: fewer than {MIN_VOXELS_PER_AXIS} voxels along an axis (a 2D slice or a slab?)"
+        )
+
+    data = data.astype(np.float32, copy=False)
+    n_nan = int(np.isnan(data).sum())
+    n_inf = int(np.isinf(data).sum())
+    if n_nan or n_inf:
+        raise InputImageError(path, f"contains {n_nan} NaN and {n_inf} infinite voxels")
+    if not np.any(data):
+        raise InputImageError(path, "every voxel is 0 (an empty image)")
+    if float(data.max()) == float(data.min()):
+        raise InputImageError(path, f"every voxel has the same value {float(data.max())}")
+
+    affine = img.affine
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-6:
+        raise InputImageError(path, "has a degenerate affine (no valid orientation in its header)")
+    voxel_size = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    if voxel_size.max() > max_voxel_size_mm:
+        raise InputImageError(
+            path,
+            f"voxel size {np.round(voxel_size, 2).tolist()} mm is coarser than preprocess.max_voxel_size_mm "
+            f"= {max_voxel_size_mm} mm",
+        )
+
+    clean = nib.Nifti1Image(data, affine)
+    clean.header.set_xyzt_units("mm", "sec")
+    return nib.as_closest_canonical(clean)
+
+
+def voxel_sizes(img: nib.spatialimages.SpatialImage) -> np.ndarray:
+    """Voxel edge lengths (mm) read from the affine, shape (3,)."""
+    return np.sqrt((img.affine[:3, :3] ** 2).sum(axis=0))
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success.
+
+    The temporary name keeps the final suffix (``x.tmpab12.nii.gz``) so that writers which
+    choose a format by extension (nibabel, matplotlib) behave as for the real name.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
+    stem = path.name[: len(path.name) - len(suffix)] if suffix else path.name
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{stem}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    # mkstemp creates 0600 files; outputs should get the permissions any new file gets.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_nifti(img: nib.spatialimages.SpatialImage, path: str | Path) -> None:
+    """Write ``img`` to ``path`` atomically (see :func:`atomic_output`)."""
+    with atomic_output(path) as tmp:
+        nib.save(img, str(tmp))

@@ -1,0 +1,5 @@
+"""Preprocessing of raw T1w heads into model-ready MNI-space volumes.
+
+denoise -> N4 -> affine to MNI (head to head) -> skull strip -> normalise and resize.
+Each step takes and returns nibabel images; the workflow runs one rule per step.
+"""

@@ -1,0 +1,98 @@
+"""Head masking and N4 bias-field correction."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+from cortexgen.preprocess.convert import ants_to_nib, nib_to_ants
+
+
+def head_mask(img: nib.Nifti1Image) -> np.ndarray:
+    """Foreground (head) mask of a T1w scan: Otsu threshold, largest component, holes filled.
+
+    Returns:
+        bool array of ``img``'s shape. N4 fits its bias field inside this mask: the
+        air around the head has no bias to estimate and only adds noise to the fit.
+    """
+    from skimage.filters import threshold_otsu
+
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    # Otsu on a subsample is as good and 8x cheaper.
+    threshold = threshold_otsu(data[::2, ::2, ::2])
+    mask = data > threshold
+    mask = ndimage.binary_opening(mask, iterations=1)
+    labels, n_labels = ndimage.label(mask)
+    if n_labels == 0:
+        return np.zeros(data.shape, dtype=bool)
+    largest = np.argmax(np.bincount(labels.ravel())[1:]) + 1
+    mask = labels == largest
+    mask = ndimage.binary_closing(mask, iterations=3)
+    # Fill slice by slice too: the mouth and ear canals open the head to the outside in 3D.
+    mask = ndimage.binary_fill_holes(mask)
+    for axis in range(3):
+        mask = np.stack([ndimage.binary_fill_holes(s) for s in np.moveaxis(mask, axis, 0)], axis=0)
+        mask = np.moveaxis(mask, 0, axis)
+    return mask
+
+
+def n4_correct(
+    img: nib.Nifti1Image,
+    mask: np.ndarray | None = None,
+    shrink_factor: int = 4,
+    iterations: tuple[int, ...] = (50, 50, 50, 50),
+    tolerance: float = 1e-7,
+    spline_distance_mm: float | None = None,
+) -> nib.Nifti1Image:
+    """N4 bias-field correction (ANTsPy), fitted inside ``mask``.
+
+    Args:
+        img: 3D image with non-negative intensities.
+        mask: bool array of ``img``'s shape; ``None`` fits on the whole image.
+        shrink_factor: the fit runs on a grid coarsened by this factor (4 is ANTs' default;
+            the field is smooth, so finer grids cost minutes and change little).
+        iterations: iterations per fitting level (one entry per level).
+        tolerance: convergence threshold.
+        spline_distance_mm: B-spline knot spacing of the bias field (mm); ``None`` uses
+            ANTs' default mesh (1x1x1 at the coarsest level, doubled per level), which on a
+            ds000022 head ran 16 s against 22 s for 200 mm and differed from it by 2 %.
+
+    Returns:
+        float32 corrected image on the same grid and affine.
+    """
+    import ants
+
+    moving = nib_to_ants(img)
+    ants_mask = None
+    if mask is not None:
+        mask_img = nib.Nifti1Image(mask.astype(np.float32), img.affine)
+        ants_mask = nib_to_ants(mask_img)
+    corrected = ants.n4_bias_field_correction(
+        moving,
+        mask=ants_mask,
+        shrink_factor=int(shrink_factor),
+        convergence={"iters": list(iterations), "tol": float(tolerance)},
+        spline_param=None if spline_distance_mm is None else float(spline_distance_mm),
+    )
+    return ants_to_nib(corrected, like=img)
+
+
+def foreground_volume_ml(img: nib.Nifti1Image, mask: np.ndarray) -> float:
+    """Volume (mL) of ``mask`` on ``img``'s grid."""
+    return float(mask.sum()) * float(abs(np.linalg.det(img.affine[:3, :3]))) / 1000.0
+
+
+def looks_skull_stripped(img: nib.Nifti1Image, max_volume_ml: float = 2000.0, min_zero_fraction: float = 0.3) -> bool:
+    """True when the scan has already been skull-stripped.
+
+    Skull-stripping tools zero everything outside the brain, so the scan is mostly exact
+    zeros and what is left is brain-sized (under ~2 L even for a large brain with its CSF).
+    A raw head's background is noise, not zeros; a defaced head has a zeroed block but its
+    non-zero part is still head-sized. Such scans are registered to the template's brain
+    instead of its head, since matching a head template's skull to nothing misaligns them.
+    """
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    if np.mean(data == 0) < min_zero_fraction:
+        return False
+    return foreground_volume_ml(img, data > 0) < max_volume_ml

@@ -1,0 +1,63 @@
+"""Process-level settings for workflow jobs: thread limits, logging."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+
+#: Environment variables read by the numerical libraries cortexgen uses (ITK/ANTs,
+#: OpenMP in libCAT, BLAS) to size their thread pools.
+THREAD_VARIABLES = (
+    "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS",
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+)
+
+
+def limit_threads(threads: int) -> None:
+    """Make every library use at most ``threads`` threads.
+
+    Call before importing ants, cat_surf or torch: ITK and OpenMP read these variables
+    when their thread pools are created. A job that uses more cores than the scheduler
+    gave it slows every other job on the node.
+    """
+    threads = max(1, int(threads))
+    for name in THREAD_VARIABLES:
+        os.environ[name] = str(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def job_log(log_path: str | Path | None) -> Iterator[logging.Logger]:
+    """Send logging (and a failure's traceback) to ``log_path`` as well as stderr.
+
+    The exception is re-raised, so the job still fails; the log keeps the message that
+    names the file and the problem, which is what a person reads after ``--keep-going``.
+    """
+    logger = logging.getLogger("cortexgen")
+    logger.setLevel(logging.INFO)
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_path is not None:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_path, mode="w"))
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        logger.addHandler(handler)
+    try:
+        yield logger
+    except BaseException as err:
+        logger.error("FAILED: %s", err)
+        logger.debug("".join(traceback.format_exception(err)))
+        raise
+    finally:
+        for handler in handlers:
+            logger.removeHandler(handler)
+            handler.close()
