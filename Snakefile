@@ -1,0 +1,33 @@
+# cortexgen: raw T1w (BIDS) -> preprocessed MNI-space volumes -> ... -> synthetic brains.
+#
+#   snakemake --cores all                      # the embedded demo
+#   snakemake --profile profiles/slurm         # on a SLURM cluster
+#   snakemake --until normalize --cores all    # stop after a stage
+#   snakemake --dry-run                        # show what would run
+
+import sys
+
+from snakemake.utils import min_version, validate
+
+# The library lives beside this file, importable with or without `pip install -e .`:
+# here through sys.path, in jobs' scripts through workflow_scripts/cortexgen (a link
+# to ../cortexgen; Snakemake puts a script's folder on its sys.path).
+sys.path.insert(0, workflow.basedir)
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "config/schema.yaml")
+
+
+include: "rules/common.smk"
+include: "rules/preprocess.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        preprocess_targets(),

@@ -1,0 +1,69 @@
+# Scans, paths and per-rule resources shared by every stage.
+
+import os
+
+from cortexgen.bids import discover_scans
+
+
+# Subjects come from the BIDS folder; a bad label stops the run here, before any job.
+SCANS = {scan.prefix: scan for scan in discover_scans(config["bids_dir"], config.get("participants"))}
+if not SCANS:
+    raise ValueError(f"{config['bids_dir']}: no sub-*/[ses-*/]anat/*_T1w.nii[.gz] found (config key 'bids_dir')")
+
+SPACE = config["preprocess"]["template_space"]
+RES = "x".join(str(n) for n in config["preprocess"]["shape"])
+
+
+wildcard_constraints:
+    scan=r"sub-[A-Za-z0-9]+(_ses-[A-Za-z0-9]+)?",
+    subdir=r"sub-[A-Za-z0-9]+(/ses-[A-Za-z0-9]+)?",
+
+
+# Derivatives: results/<stage>/<sub>/[<ses>/]anat/<prefix>_<entities>_<suffix>
+PREPROC = "results/preproc/{subdir}/anat/{scan}"
+
+
+def rule_resources(rule_name):
+    """threads, mem_mb and runtime (min) of a rule, from config 'resources'."""
+    return config["resources"][rule_name]
+
+
+def raw_t1w_path(wildcards):
+    """The scan's T1w file as found in the BIDS folder (it may be missing)."""
+    return str(SCANS[wildcards.scan].path)
+
+
+def raw_t1w_input(wildcards):
+    """The T1w as a job input if it exists.
+
+    A missing file (e.g. a DataLad/git-annex link that was never fetched) is not declared
+    as input: Snakemake would then refuse to build the DAG for the whole cohort. Instead
+    that subject's first job fails with a message naming the file, and --keep-going lets
+    the other subjects finish.
+    """
+    path = raw_t1w_path(wildcards)
+    return [path] if os.path.exists(path) else []
+
+
+def preproc_file(suffix):
+    """Input function: the scan's preprocessing derivative ending in ``suffix``."""
+
+    def path(wildcards):
+        scan = SCANS[wildcards.scan]
+        return f"results/preproc/{scan.subdir}/anat/{scan.prefix}{suffix}"
+
+    return path
+
+
+def scan_paths(pattern):
+    """Expand a pattern with {subdir} and {scan} over every scan."""
+    return [pattern.format(subdir=scan.subdir, scan=scan.prefix) for scan in SCANS.values()]
+
+
+def preprocess_targets():
+    """The model-ready images, their masks and the QC montages of every scan."""
+    return (
+        scan_paths(f"{PREPROC}_space-{SPACE}_res-{RES}_desc-preproc_T1w.nii.gz")
+        + scan_paths(f"{PREPROC}_space-{SPACE}_res-{RES}_desc-brain_mask.nii.gz")
+        + scan_paths("results/qc/{scan}_preproc.png")
+    )

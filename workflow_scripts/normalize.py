@@ -1,0 +1,21 @@
+"""Rule normalize: intensities to [0, 1] in the brain, background 0, resized to the model grid."""
+
+from cortexgen.runtime import job_log, limit_threads
+
+limit_threads(snakemake.threads)
+
+import nibabel as nib  # noqa: E402
+
+from cortexgen.io import save_nifti, voxel_sizes  # noqa: E402
+from cortexgen.preprocess.normalize import normalize_and_resize  # noqa: E402
+
+with job_log(snakemake.log[0]) as log:
+    image, mask = normalize_and_resize(
+        nib.load(snakemake.input.brain),
+        nib.load(snakemake.input.mask),
+        shape=tuple(snakemake.params.shape),
+        percentiles=tuple(snakemake.params.percentiles),
+    )
+    log.info("grid %s, voxel size %s mm", image.shape, voxel_sizes(image).round(3).tolist())
+    save_nifti(image, snakemake.output.image)
+    save_nifti(mask, snakemake.output.mask)
