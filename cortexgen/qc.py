@@ -64,5 +64,6 @@ def preproc_montage(rows: list[QCRow], title: str) -> plt.Figure:
                 ax.set_ylabel(row.label, fontsize=10)
             ax.set_title(f"{view}  {data.shape[0]}x{data.shape[1]}x{data.shape[2]}", fontsize=8)
     fig.suptitle(title)
-    fig.tight_layout()
+    # Leave the top strip to the title so it does not sit on the first row's panel titles.
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     return fig

@@ -135,6 +135,7 @@ rule qc_preproc:
     output:
         png="results/qc/{scan}_preproc.png",
     params:
+        raw=raw_t1w_path,
         max_voxel_size_mm=config["preprocess"]["max_voxel_size_mm"],
     log:
         "logs/qc_preproc/{scan}.log",

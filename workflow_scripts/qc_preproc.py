@@ -13,7 +13,7 @@ from cortexgen.qc import QCRow, preproc_montage  # noqa: E402
 with job_log(snakemake.log[0]):
     inputs = snakemake.input
     rows = [
-        QCRow("raw", load_t1w(inputs.raw, max_voxel_size_mm=snakemake.params.max_voxel_size_mm)),
+        QCRow("raw", load_t1w(snakemake.params.raw, max_voxel_size_mm=snakemake.params.max_voxel_size_mm)),
         QCRow("denoised", nib.load(inputs.denoised)),
         QCRow("N4 (head mask)", nib.load(inputs.corrected), nib.load(inputs.head_mask)),
         QCRow("affine to template", nib.load(inputs.head), nib.load(inputs.brain_mask)),

@@ -1,0 +1,51 @@
+"""Fixtures and helpers shared by the unit and workflow tests."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+DS000022 = SHARED_DATA / "ds000022"
+DEMO_BIDS = REPO / "resources" / "bids_demo"
+
+requires_shared = pytest.mark.skipif(
+    not DS000022.is_dir(),
+    reason=f"{DS000022} is absent: the full ds000022 cohort lives outside the repository (../shared/data)",
+)
+
+
+def demo_config(**overrides) -> dict:
+    """The shipped config with absolute resource paths (tests run in a temporary folder)."""
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    for key in ("template", "template_brain_mask"):
+        config["preprocess"][key] = str(REPO / config["preprocess"][key])
+    config["bids_dir"] = str(REPO / config["bids_dir"])
+    for key, value in overrides.items():
+        config[key] = value
+    return config
+
+
+def run_snakemake(workdir: Path, config: dict, *args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
+    """Run the repository's workflow in ``workdir`` with ``config``; output captured as text."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    config_path = workdir / "test_config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(config_path),
+        *args,
+    ]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO)

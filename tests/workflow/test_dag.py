@@ -1,0 +1,125 @@
+"""Dry-runs of the whole DAG, --until, the SLURM profile, lint, and config/BIDS refusals."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import DEMO_BIDS, REPO, demo_config, requires_shared, DS000022, run_snakemake
+
+PREPROC_RULES = ["denoise", "n4", "mni_affine", "skullstrip", "normalize", "qc_preproc"]
+
+
+def job_counts(stdout: str) -> dict[str, int]:
+    """The 'Job stats' table of a dry-run as {rule: count}."""
+    table = stdout[stdout.index("Job stats:") :]
+    counts = {}
+    for line in table.splitlines()[3:]:
+        match = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if not match:
+            break
+        counts[match.group(1)] = int(match.group(2))
+    return counts
+
+
+def test_full_dag_dry_run_schedules_every_step_per_subject(tmp_path):
+    result = run_snakemake(tmp_path, demo_config(), "--dry-run")
+    assert result.returncode == 0, result.stderr
+    counts = job_counts(result.stdout)
+    n_demo = len(list(DEMO_BIDS.glob("sub-*/anat/*_T1w.nii.gz")))
+    assert n_demo == 3
+    assert counts == {**{rule: n_demo for rule in PREPROC_RULES}, "all": 1, "total": 6 * n_demo + 1}
+    assert "results/preproc/sub-01/anat/sub-01_space-MNIColin27_res-84x128x84_desc-preproc_T1w.nii.gz" in result.stdout
+    assert "results/preproc/sub-01/anat/sub-01_from-T1w_to-MNIColin27_mode-image_xfm.mat" in result.stdout
+
+
+def test_until_schedules_only_the_steps_before(tmp_path):
+    result = run_snakemake(tmp_path, demo_config(), "--dry-run", "--until", "mni_affine")
+    assert result.returncode == 0, result.stderr
+    assert job_counts(result.stdout) == {"denoise": 3, "n4": 3, "mni_affine": 3, "total": 9}
+
+
+def test_sessions_and_participant_filter(tmp_path):
+    bids = tmp_path / "bids"
+    for sub, ses in [("01", "A"), ("01", "B"), ("02", None), ("03", None)]:
+        anat = bids / f"sub-{sub}" / (f"ses-{ses}" if ses else "") / "anat"
+        anat.mkdir(parents=True)
+        prefix = f"sub-{sub}" + (f"_ses-{ses}" if ses else "")
+        shutil.copy(DEMO_BIDS / "sub-01/anat/sub-01_T1w.nii.gz", anat / f"{prefix}_T1w.nii.gz")
+    config = demo_config(bids_dir=str(bids), participants=["sub-01", "02"])
+    result = run_snakemake(tmp_path / "work", config, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert job_counts(result.stdout)["normalize"] == 3
+    assert "results/preproc/sub-01/ses-B/anat/sub-01_ses-B_space-MNIColin27_res-84x128x84_desc-preproc_T1w.nii.gz" in (
+        result.stdout
+    )
+    assert "results/qc/sub-01_ses-A_preproc.png" in result.stdout
+    assert "sub-03" not in result.stdout
+
+
+def test_slurm_profile_dry_run_carries_resources(tmp_path):
+    result = run_snakemake(tmp_path, demo_config(), "--dry-run", "--profile", str(REPO / "profiles" / "slurm"))
+    assert result.returncode == 0, result.stderr
+    # The resources the executor turns into sbatch --mem/--time/--cpus-per-task.
+    denoise_block = result.stdout[result.stdout.index("rule denoise:") :].split("[")[0]
+    resources_line = next(line for line in denoise_block.splitlines() if "resources:" in line)
+    assert "mem_mb=3000" in resources_line and "runtime=20" in resources_line, denoise_block
+
+
+def test_lint_is_clean():
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--lint"], capture_output=True, text=True, cwd=REPO, timeout=300
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    "mutate, key",
+    [
+        (lambda c: c["preprocess"].__setitem__("shapes", [84, 128, 84]), "shapes"),
+        (lambda c: c["preprocess"]["n4"].__setitem__("shrink_factor", "four"), "shrink_factor"),
+        (lambda c: c["preprocess"]["denoise"].__setitem__("method", "gaussian"), "method"),
+        (lambda c: c.__setitem__("bidsdir", "x"), "bidsdir"),
+    ],
+)
+def test_bad_config_stops_before_any_job_naming_the_key(tmp_path, mutate, key):
+    config = demo_config()
+    mutate(config)
+    result = run_snakemake(tmp_path, config, "--dry-run")
+    assert result.returncode != 0
+    message = result.stdout + result.stderr
+    assert "Error validating config file" in message
+    assert key in message
+    assert "rule denoise" not in message
+
+
+@pytest.mark.parametrize("bad_folder", ["sub-01_x", "sub-a.b", "sub-"])
+def test_bad_subject_label_is_refused_up_front(tmp_path, bad_folder):
+    bids = tmp_path / "bids"
+    (bids / "sub-01" / "anat").mkdir(parents=True)
+    shutil.copy(DEMO_BIDS / "sub-01/anat/sub-01_T1w.nii.gz", bids / "sub-01/anat/sub-01_T1w.nii.gz")
+    (bids / bad_folder / "anat").mkdir(parents=True)
+    result = run_snakemake(tmp_path / "work", demo_config(bids_dir=str(bids)), "--dry-run")
+    assert result.returncode != 0
+    message = result.stdout + result.stderr
+    assert bad_folder in message and "[A-Za-z0-9]+" in message
+    assert "Job stats" not in message
+
+
+def test_empty_bids_folder_is_refused(tmp_path):
+    (tmp_path / "bids").mkdir()
+    result = run_snakemake(tmp_path / "work", demo_config(bids_dir=str(tmp_path / "bids")), "--dry-run")
+    assert result.returncode != 0
+    assert "no sub-*/[ses-*/]anat/*_T1w.nii[.gz] found" in result.stdout + result.stderr
+
+
+@requires_shared
+def test_full_ds000022_dag(tmp_path):
+    result = run_snakemake(tmp_path, demo_config(bids_dir=str(DS000022)), "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert job_counts(result.stdout)["normalize"] == 14
