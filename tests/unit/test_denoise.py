@@ -1,0 +1,115 @@
+"""cortexgen.preprocess.denoise: Rician non-local-means denoising.
+
+Measured on this phantom (44 x 52 x 40 voxels of 2 mm, Rician sigma 5 % of the maximum,
+PSNR over the head): noisy 26.1 dB; sanlm +9.0 dB, ants +7.8 dB (seeds 3 and 4).
+The thresholds below leave ~3 dB of margin and stay above the required 3 dB.
+"""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from cortexgen.preprocess.denoise import DENOISE_METHODS, denoise_rician
+
+MIN_PSNR_GAIN_DB = {"sanlm": 6.0, "ants": 5.0}
+
+
+@pytest.fixture(scope="module")
+def rician_case(phantom_lib):
+    phantom = phantom_lib.make_phantom(shape=(44, 52, 40), scale=0.4)
+    clean = phantom.data
+    peak = float(clean.max())
+    noisy = phantom_lib.add_rician_noise(clean, sigma=0.05 * peak, seed=3)
+    affine = phantom.img.affine.copy()
+    img = nib.Nifti1Image(noisy, affine)
+    img.header.set_xyzt_units("mm", "sec")
+    return {
+        "lib": phantom_lib,
+        "phantom": phantom,
+        "clean": clean,
+        "peak": peak,
+        "noisy": noisy,
+        "img": img,
+        "affine": affine,
+    }
+
+
+@pytest.fixture(scope="module")
+def denoised(rician_case):
+    cache = {}
+
+    def run(method):
+        if method not in cache:
+            cache[method] = denoise_rician(rician_case["img"], method=method)
+        return cache[method]
+
+    return run
+
+
+@pytest.mark.parametrize("method", DENOISE_METHODS)
+def test_psnr_gain(rician_case, denoised, method):
+    head = rician_case["phantom"].head
+    psnr = rician_case["lib"].psnr
+    before = psnr(rician_case["noisy"], rician_case["clean"], head, rician_case["peak"])
+    after = psnr(np.asarray(denoised(method).dataobj), rician_case["clean"], head, rician_case["peak"])
+    assert 24.0 < before < 28.0  # sigma 5 % of the peak, as intended
+    assert after - before >= MIN_PSNR_GAIN_DB[method], f"{method}: {before:.2f} -> {after:.2f} dB"
+
+
+@pytest.mark.parametrize("method", DENOISE_METHODS)
+def test_grid_dtype_and_level_kept(rician_case, denoised, method):
+    out = denoised(method)
+    data = np.asarray(out.dataobj)
+    assert data.shape == rician_case["noisy"].shape
+    assert data.dtype == np.float32
+    assert out.get_data_dtype() == np.float32
+    np.testing.assert_array_equal(out.affine, rician_case["affine"])
+    # Rician noise biases the magnitude upwards; the filters keep the tissue level (100).
+    region = ndimage.binary_erosion(rician_case["phantom"].labels == rician_case["lib"].BRAIN, iterations=2)
+    assert abs(float(data[region].mean()) - 100.0) < 2.0
+    assert float(data[region].std()) < 0.5 * float(rician_case["noisy"][region].std())
+    assert float(data.min()) >= 0.0
+    # The input is not modified in place.
+    np.testing.assert_array_equal(np.asarray(rician_case["img"].dataobj), rician_case["noisy"])
+
+
+def test_negative_values_are_clipped_first(rician_case, denoised):
+    with_negatives = rician_case["noisy"].copy()
+    with_negatives[:3] = -5.0
+    clipped = np.clip(with_negatives, 0, None)
+    a = denoise_rician(nib.Nifti1Image(with_negatives, rician_case["affine"]), method="sanlm")
+    b = denoise_rician(nib.Nifti1Image(clipped, rician_case["affine"]), method="sanlm")
+    np.testing.assert_array_equal(np.asarray(a.dataobj), np.asarray(b.dataobj))
+    assert float(np.asarray(a.dataobj).min()) >= 0.0
+
+
+def test_sanlm_strength_controls_smoothing(rician_case, denoised):
+    region = ndimage.binary_erosion(rician_case["phantom"].labels == rician_case["lib"].BRAIN, iterations=2)
+    weak = np.asarray(denoise_rician(rician_case["img"], method="sanlm", strength=0.5).dataobj)
+    default = np.asarray(denoised("sanlm").dataobj)
+    # Measured: std in the uniform brain 7.0 (noisy), 4.1 (strength 0.5), 1.3 (strength 1).
+    assert float(default[region].std()) < 0.6 * float(weak[region].std())
+    assert float(weak[region].std()) < 0.8 * float(rician_case["noisy"][region].std())
+
+
+def test_sanlm_is_deterministic(rician_case, denoised):
+    again = denoise_rician(rician_case["img"], method="sanlm")
+    np.testing.assert_array_equal(np.asarray(again.dataobj), np.asarray(denoised("sanlm").dataobj))
+
+
+def test_unknown_method(rician_case):
+    with pytest.raises(ValueError, match="unknown denoise method 'bm4d'"):
+        denoise_rician(rician_case["img"], method="bm4d")
+
+
+def test_integer_input_gives_a_float32_image(rician_case):
+    # Real scans are often int16; the denoised image must not inherit that storage type.
+    as_int16 = nib.Nifti1Image(np.round(rician_case["noisy"]).astype(np.int16), rician_case["affine"])
+    out = denoise_rician(as_int16, method="sanlm")
+    assert out.get_data_dtype() == np.float32
+    assert np.asarray(out.dataobj).dtype == np.float32
+    # Not rounded to integers: the filter's output is continuous.
+    assert np.any(np.asarray(out.dataobj) % 1 != 0)
