@@ -60,7 +60,9 @@ def affine_to_template(
         template: an MNI-space head template; its grid (e.g. Colin27's 181x217x181 at 1 mm)
             is the output grid.
         type_of_transform: an ANTsPy affine type, ``"AffineFast"`` or ``"Affine"``.
-        random_seed: seeds ANTs' random metric sampling, so reruns give the same transform.
+        random_seed: seeds ANTs' random metric sampling. Reruns give the same transform only
+            with one ITK thread: with more, the metric's threaded sums change order and the
+            result moves by up to ~0.2 in a matrix entry (hence 1 thread for the rule).
         moving_mask: optional bool mask (moving's grid) restricting the metric.
 
     Returns:
@@ -73,16 +75,60 @@ def affine_to_template(
     mask_ants = None
     if moving_mask is not None:
         mask_ants = nib_to_ants(nib.Nifti1Image(moving_mask.astype(np.float32), moving.affine))
-    registration = ants.registration(
-        fixed=fixed_ants,
-        moving=moving_ants,
-        type_of_transform=type_of_transform,
-        moving_mask=mask_ants,
-        random_seed=int(random_seed),
-    )
+    # ANTsPy 0.6 takes the seed from ants.config, not from a keyword argument (which its
+    # **kwargs would silently swallow), so set it there for this call only.
+    previous_seed = ants.config._random_seed
+    ants.config._random_seed = int(random_seed)
+    try:
+        registration = ants.registration(
+            fixed=fixed_ants,
+            moving=moving_ants,
+            type_of_transform=type_of_transform,
+            moving_mask=mask_ants,
+        )
+    finally:
+        ants.config._random_seed = previous_seed
     transform_file = registration["fwdtransforms"][0]
     transform = ants.read_transform(transform_file)
     warped = ants.apply_transforms(fixed_ants, moving_ants, [transform_file], interpolator="linear")
     warped_img = ants_to_nib(warped, like=template)
     warped_img.set_data_dtype(np.float32)
     return AffineResult(warped=warped_img, transform=transform, ras_matrix=itk_affine_to_ras(transform))
+
+
+def register_head(
+    head: nib.Nifti1Image,
+    template: nib.Nifti1Image,
+    template_brain_mask: nib.Nifti1Image,
+    skullstripped_max_volume_ml: float = 2000.0,
+    type_of_transform: str = "AffineFast",
+    random_seed: int = 42,
+) -> tuple[AffineResult, bool]:
+    """Affine of a scan to the head template, or to its brain if the scan has no skull.
+
+    Matching a head template's skull to a skull-stripped scan's empty background pulls the
+    brain outward, so a scan that :func:`looks_skull_stripped` is registered to the
+    template masked by ``template_brain_mask`` instead.
+
+    Returns:
+        ``(result, skull_stripped)``: the registration and whether the brain target was used.
+    """
+    from cortexgen.preprocess.bias import looks_skull_stripped
+
+    skull_stripped = looks_skull_stripped(head, max_volume_ml=skullstripped_max_volume_ml)
+    if skull_stripped:
+        brain = np.asarray(template_brain_mask.dataobj) > 0
+        template_data = np.asarray(template.dataobj, dtype=np.float32)
+        template = nib.Nifti1Image(np.where(brain, template_data, 0).astype(np.float32), template.affine)
+    result = affine_to_template(head, template, type_of_transform=type_of_transform, random_seed=random_seed)
+    return result, skull_stripped
+
+
+def save_transform(transform, path) -> None:
+    """Write an ANTs transform (ITK ``.mat``) atomically."""
+    import ants
+
+    from cortexgen.io import atomic_output
+
+    with atomic_output(path) as tmp:
+        ants.write_transform(transform, str(tmp))
