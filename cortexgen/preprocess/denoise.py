@@ -38,10 +38,11 @@ def denoise_rician(img: nib.Nifti1Image, method: str = "sanlm", strength: float 
 
         # libCAT indexes volumes in Fortran (NIfTI) order.
         denoised = np.asarray(cat_surf.vol_sanlm(np.asfortranarray(data), is_rician=True, strength=float(strength)))
-        return nib.Nifti1Image(denoised.astype(np.float32), img.affine, img.header)
+        # No header copy: the input's (often int16) data type must not follow the float result.
+        return nib.Nifti1Image(denoised.astype(np.float32), img.affine)
 
     import ants
 
-    clipped = nib.Nifti1Image(data, img.affine, img.header)
+    clipped = nib.Nifti1Image(data, img.affine)
     denoised = ants.denoise_image(nib_to_ants(clipped), noise_model="Rician")
     return ants_to_nib(denoised, like=img)
