@@ -67,6 +67,20 @@ def timed(record: dict, name: str, function, *args, **kwargs):
     return result
 
 
+def ants_default_affine(moving, template):
+    """ANTsPy's registration(type_of_transform='Affine') with its defaults, as an AffineResult."""
+    import ants
+
+    from cortexgen.preprocess.convert import ants_to_nib, nib_to_ants
+    from cortexgen.preprocess.register import AffineResult, itk_affine_to_ras
+
+    fixed = nib_to_ants(template)
+    registration = ants.registration(fixed=fixed, moving=nib_to_ants(moving), type_of_transform="Affine")
+    transform = ants.read_transform(registration["fwdtransforms"][0])
+    warped = ants_to_nib(registration["warpedmovout"], like=template)
+    return AffineResult(warped=warped, transform=transform, ras_matrix=itk_affine_to_ras(transform))
+
+
 def run_chain(raw_path: Path, template, template_mask, settings: dict, defaults: bool) -> dict:
     """One subject through the chain; returns per-step timings and skull-strip figures."""
     import numpy as np
@@ -75,7 +89,7 @@ def run_chain(raw_path: Path, template, template_mask, settings: dict, defaults:
     from cortexgen.preprocess.bias import head_mask, n4_correct
     from cortexgen.preprocess.denoise import denoise_rician
     from cortexgen.preprocess.normalize import normalize_and_resize
-    from cortexgen.preprocess.register import affine_to_template
+    from cortexgen.preprocess.register import AffineSettings, affine_to_template
     from cortexgen.preprocess.skullstrip import mask_dice, skull_strip, template_brain_mask
 
     steps: dict = {}
@@ -84,7 +98,7 @@ def run_chain(raw_path: Path, template, template_mask, settings: dict, defaults:
     if defaults:
         denoised = timed(steps, "denoise", denoise_rician, raw, method="ants")
         corrected = timed(steps, "n4", n4_correct, denoised, None, 4, (50, 50, 50, 50), 1e-7, None)
-        registered = timed(steps, "mni_affine", affine_to_template, corrected, template, "Affine", pre["registration"]["seed"])
+        registered = timed(steps, "mni_affine", ants_default_affine, corrected, template)
     else:
         denoised = timed(steps, "denoise", denoise_rician, raw, pre["denoise"]["method"], pre["denoise"]["strength"])
         n4 = pre["n4"]
@@ -97,8 +111,8 @@ def run_chain(raw_path: Path, template, template_mask, settings: dict, defaults:
 
         corrected = timed(steps, "n4", masked_n4, denoised)
         registered = timed(
-            steps, "mni_affine", affine_to_template, corrected, template,
-            pre["registration"]["type_of_transform"], pre["registration"]["seed"],
+            steps, "mni_affine", affine_to_template, corrected, template, template_mask,
+            AffineSettings.from_config(pre["registration"]),
         )
     strip = pre["skullstrip"]
     brain, mask = timed(

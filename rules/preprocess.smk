@@ -57,8 +57,7 @@ rule mni_affine:
         head=f"{PREPROC}_space-{SPACE}_desc-head_T1w.nii.gz",
         xfm=f"{PREPROC}_from-T1w_to-{SPACE}_mode-image_xfm.mat",
     params:
-        type_of_transform=config["preprocess"]["registration"]["type_of_transform"],
-        seed=config["preprocess"]["registration"]["seed"],
+        registration=config["preprocess"]["registration"],
         skullstripped_max_volume_ml=config["preprocess"]["skullstripped_max_volume_ml"],
     log:
         "logs/mni_affine/{subdir}/{scan}.log",

@@ -8,7 +8,7 @@ import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
 from cortexgen.io import save_nifti  # noqa: E402
-from cortexgen.preprocess.register import register_head, save_transform  # noqa: E402
+from cortexgen.preprocess.register import AffineSettings, register_head, save_transform  # noqa: E402
 
 with job_log(snakemake.log[0]) as log:
     result, skull_stripped = register_head(
@@ -16,8 +16,7 @@ with job_log(snakemake.log[0]) as log:
         nib.load(snakemake.input.template),
         nib.load(snakemake.input.template_brain_mask),
         skullstripped_max_volume_ml=snakemake.params.skullstripped_max_volume_ml,
-        type_of_transform=snakemake.params.type_of_transform,
-        random_seed=snakemake.params.seed,
+        settings=AffineSettings.from_config(snakemake.params.registration),
     )
     if skull_stripped:
         log.info("%s looks skull-stripped: registered to the template's brain", snakemake.input.corrected)

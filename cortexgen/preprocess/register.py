@@ -46,51 +46,112 @@ def itk_affine_to_ras(transform) -> np.ndarray:
     return flip @ lps @ flip
 
 
-def affine_to_template(
-    moving: nib.Nifti1Image,
-    template: nib.Nifti1Image,
-    type_of_transform: str = "AffineFast",
-    random_seed: int = 42,
-    moving_mask: np.ndarray | None = None,
-) -> AffineResult:
-    """Register ``moving`` to ``template`` with an affine transform and resample it there.
+@dataclass(frozen=True)
+class AffineSettings:
+    """How the affine is optimised; fields match config ``preprocess.registration``.
 
-    Args:
-        moving: the subject's head (skull on), any grid.
-        template: an MNI-space head template; its grid (e.g. Colin27's 181x217x181 at 1 mm)
-            is the output grid.
-        type_of_transform: an ANTsPy affine type, ``"AffineFast"`` or ``"Affine"``.
-        random_seed: seeds ANTs' random metric sampling. Reruns give the same transform only
-            with one ITK thread: with more, the metric's threaded sums change order and the
-            result moves by up to ~0.2 in a matrix entry (hence 1 thread for the rule).
-        moving_mask: optional bool mask (moving's grid) restricting the metric.
+    The optimisation is ANTs' 'AffineFast' schedule (2100 then 1200 iterations at 6 and
+    4 mm voxels, smoothed by 3 and 2 mm) run on 2 mm copies of both images: AffineFast
+    never iterates at its 2 mm and 1 mm levels, yet ITK still smooths full-resolution
+    images for them, which made up most of its run time. Measured on ds000022 heads with
+    one thread: both stages in 5-6 s, against 10-19 s for AffineFast's first stage alone.
 
-    Returns:
-        :class:`AffineResult` with the warped image (linear interpolation, float32).
+    Attributes:
+        resolution_mm: grid both images are resampled to for the optimisation.
+        iterations: iterations per level, coarse to fine.
+        shrink_factors: level grids as multiples of ``resolution_mm``.
+        smoothing_sigmas_vox: Gaussian sigma per level, in ``resolution_mm`` voxels.
+        brain_mask_dilation_mm: the second stage scores only inside the template brain mask
+            grown by this much, so that the brain (not the scalp, neck or a defaced
+            face) decides the final alignment.
+        seed: ANTs' random metric sampling seed.
     """
+
+    resolution_mm: float = 2.0
+    iterations: tuple[int, ...] = (2100, 1200)
+    shrink_factors: tuple[int, ...] = (3, 2)
+    smoothing_sigmas_vox: tuple[float, ...] = (1.5, 1.0)
+    brain_mask_dilation_mm: float = 5.0
+    seed: int = 42
+
+    @classmethod
+    def from_config(cls, section: dict) -> AffineSettings:
+        """Settings from the config section (lists become tuples)."""
+        return cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in section.items()})
+
+
+def _seeded_affine(fixed, moving, settings: AffineSettings, **kwargs) -> str:
+    """One ANTs affine registration; returns the path of its (collapsed) transform."""
     import ants
 
-    fixed_ants = nib_to_ants(template)
-    moving_ants = nib_to_ants(moving)
-    mask_ants = None
-    if moving_mask is not None:
-        mask_ants = nib_to_ants(nib.Nifti1Image(moving_mask.astype(np.float32), moving.affine))
-    # ANTsPy 0.6 takes the seed from ants.config, not from a keyword argument (which its
-    # **kwargs would silently swallow), so set it there for this call only.
+    # antspyx 0.6 ignores a random_seed keyword (its **kwargs swallow it) and reads the
+    # seed from ants.config; set it for this call only.
     previous_seed = ants.config._random_seed
-    ants.config._random_seed = int(random_seed)
+    ants.config._random_seed = int(settings.seed)
     try:
         registration = ants.registration(
-            fixed=fixed_ants,
-            moving=moving_ants,
-            type_of_transform=type_of_transform,
-            moving_mask=mask_ants,
+            fixed=fixed,
+            moving=moving,
+            type_of_transform="Affine",
+            aff_iterations=tuple(settings.iterations),
+            aff_shrink_factors=tuple(settings.shrink_factors),
+            aff_smoothing_sigmas=tuple(settings.smoothing_sigmas_vox),
+            **kwargs,
         )
     finally:
         ants.config._random_seed = previous_seed
-    transform_file = registration["fwdtransforms"][0]
+    return registration["fwdtransforms"][0]
+
+
+def affine_to_template(
+    moving: nib.Nifti1Image,
+    template: nib.Nifti1Image,
+    template_brain_mask: nib.Nifti1Image | None = None,
+    settings: AffineSettings = AffineSettings(),
+) -> AffineResult:
+    """Register ``moving`` to ``template`` with an affine transform and resample it there.
+
+    Stage 1 matches the whole images (head to head). With ``template_brain_mask``, stage 2
+    starts from stage 1 and scores only inside the dilated template brain: head-to-head
+    alone let a defaced ds000022 head with its neck come out 20 % too large (brain mask
+    2.39 L against the template's 1.96 L, Dice 0.888 with the template brain; 0.961 after
+    stage 2).
+
+    Reruns give the same transform only with one ITK thread: with more, the metric's
+    threaded sums change order and the optimiser can end in another optimum (hence one
+    thread for the rule).
+
+    Args:
+        moving: the subject's head (skull on), any grid.
+        template: an MNI-space head template; its grid (Colin27: 181x217x181, 1 mm) is the
+            output grid.
+        template_brain_mask: the template's brain mask (template grid), for stage 2.
+        settings: the optimisation schedule (see :class:`AffineSettings`).
+
+    Returns:
+        :class:`AffineResult` with the moving image resampled once, by linear
+        interpolation, from its own grid onto the template grid (float32).
+    """
+    import ants
+    from scipy import ndimage
+
+    fixed = nib_to_ants(template)
+    moving_full = nib_to_ants(moving)
+    spacing = (settings.resolution_mm,) * 3
+    fixed_coarse = ants.resample_image(fixed, spacing, use_voxels=False, interp_type=0)
+    moving_coarse = ants.resample_image(moving_full, spacing, use_voxels=False, interp_type=0)
+    transform_file = _seeded_affine(fixed_coarse, moving_coarse, settings)
+    if template_brain_mask is not None:
+        brain = np.asarray(template_brain_mask.dataobj) > 0
+        voxel_mm = float(np.sqrt((template.affine[:3, :3] ** 2).sum(axis=0)).min())
+        grown = ndimage.binary_dilation(brain, iterations=max(1, round(settings.brain_mask_dilation_mm / voxel_mm)))
+        mask = nib_to_ants(nib.Nifti1Image(grown.astype(np.float32), template.affine))
+        mask_coarse = ants.resample_image(mask, spacing, use_voxels=False, interp_type=1)
+        transform_file = _seeded_affine(
+            fixed_coarse, moving_coarse, settings, initial_transform=[transform_file], mask=mask_coarse
+        )
     transform = ants.read_transform(transform_file)
-    warped = ants.apply_transforms(fixed_ants, moving_ants, [transform_file], interpolator="linear")
+    warped = ants.apply_transforms(fixed, moving_full, [transform_file], interpolator="linear")
     warped_img = ants_to_nib(warped, like=template)
     warped_img.set_data_dtype(np.float32)
     return AffineResult(warped=warped_img, transform=transform, ras_matrix=itk_affine_to_ras(transform))
@@ -101,14 +162,13 @@ def register_head(
     template: nib.Nifti1Image,
     template_brain_mask: nib.Nifti1Image,
     skullstripped_max_volume_ml: float = 2000.0,
-    type_of_transform: str = "AffineFast",
-    random_seed: int = 42,
+    settings: AffineSettings = AffineSettings(),
 ) -> tuple[AffineResult, bool]:
     """Affine of a scan to the head template, or to its brain if the scan has no skull.
 
     Matching a head template's skull to a skull-stripped scan's empty background pulls the
-    brain outward, so a scan that :func:`looks_skull_stripped` is registered to the
-    template masked by ``template_brain_mask`` instead.
+    brain outward, so for a scan that :func:`looks_skull_stripped` stage 1 matches the
+    template masked by ``template_brain_mask``. Stage 2 is brain-driven either way.
 
     Returns:
         ``(result, skull_stripped)``: the registration and whether the brain target was used.
@@ -120,7 +180,7 @@ def register_head(
         brain = np.asarray(template_brain_mask.dataobj) > 0
         template_data = np.asarray(template.dataobj, dtype=np.float32)
         template = nib.Nifti1Image(np.where(brain, template_data, 0).astype(np.float32), template.affine)
-    result = affine_to_template(head, template, type_of_transform=type_of_transform, random_seed=random_seed)
+    result = affine_to_template(head, template, template_brain_mask, settings)
     return result, skull_stripped
 
 

@@ -49,7 +49,7 @@ def skull_strip(
     template_mask: nib.Nifti1Image | None = None,
     threshold: float = 0.5,
     n_dilate: int = 0,
-    volume_range_ml: tuple[float, float] = (800.0, 2400.0),
+    volume_range_ml: tuple[float, float] = (1500.0, 2400.0),
     source: str | None = None,
 ) -> tuple[nib.Nifti1Image, nib.Nifti1Image]:
     """Brain-extract an MNI-space head.

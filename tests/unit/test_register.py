@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 import cortexgen
-from cortexgen.preprocess.register import AffineResult, affine_to_template, itk_affine_to_ras
+from cortexgen.preprocess.register import AffineResult, AffineSettings, affine_to_template, itk_affine_to_ras
 
 ROTATION_DEG = 8.0
 SHIFT_MM = np.array([6.0, -4.0, 3.0])
@@ -63,7 +63,9 @@ def registration_case(phantom_lib):
     template = phantom_lib.make_phantom(**grid)
     motion = known_motion(template.centre)
     moving = phantom_lib.make_phantom(ras_transform=motion, **grid)
-    result = affine_to_template(moving.img, template.img, type_of_transform="Affine", random_seed=42)
+    brain_mask = nib.Nifti1Image(template.brain.astype(np.uint8), template.img.affine)
+    # Both stages: head to head, then scored inside the (dilated) template brain.
+    result = affine_to_template(moving.img, template.img, brain_mask, AffineSettings(seed=42))
     head_points = phantom_lib.world_coords(template.labels.shape, template.img.affine)[template.head]
     return {"template": template, "moving": moving, "motion": motion, "result": result, "points": head_points}
 
@@ -148,9 +150,9 @@ def test_itk_affine_to_ras_of_a_known_transform():
 _DETERMINISM_SCRIPT = """
 import json, sys
 import nibabel as nib
-from cortexgen.preprocess.register import affine_to_template
+from cortexgen.preprocess.register import AffineSettings, affine_to_template
 template, moving = nib.load(sys.argv[1]), nib.load(sys.argv[2])
-runs = [affine_to_template(moving, template, type_of_transform="AffineFast", random_seed=seed).ras_matrix.tolist()
+runs = [affine_to_template(moving, template, settings=AffineSettings(seed=seed)).ras_matrix.tolist()
         for seed in (42, 42, 7)]
 print(json.dumps(runs))
 """
@@ -186,21 +188,36 @@ def test_register_head_uses_the_brain_template_for_skull_stripped_scans(monkeypa
 
     seen = {}
 
-    def fake_affine(moving, template, type_of_transform, random_seed):
+    def fake_affine(moving, template, template_brain_mask, settings):
         seen["template"] = np.asarray(template.dataobj)
-        seen["args"] = (type_of_transform, random_seed)
+        seen["args"] = (template_brain_mask, settings)
         return "result"
 
     monkeypatch.setattr(register, "affine_to_template", fake_affine)
     template = full_size_head.img
     brain_mask = nib.Nifti1Image(full_size_head.brain.astype(np.uint8), template.affine)
     scan = full_size_brain.img if stripped else full_size_head.img
-    result, used_brain = register.register_head(scan, template, brain_mask, 2000.0, "Affine", 7)
+    settings = register.AffineSettings(seed=7)
+    result, used_brain = register.register_head(scan, template, brain_mask, 2000.0, settings)
     assert result == "result" and used_brain is stripped
-    assert seen["args"] == ("Affine", 7)
+    # Stage 2 is brain-driven in both cases.
+    assert seen["args"] == (brain_mask, settings)
     outside_brain = ~full_size_head.brain
     if stripped:
         assert np.all(seen["template"][outside_brain] == 0)
         np.testing.assert_array_equal(seen["template"][full_size_head.brain], full_size_head.data[full_size_head.brain])
     else:
         np.testing.assert_array_equal(seen["template"], full_size_head.data)
+
+
+def test_settings_from_config_match_the_schema_defaults():
+    import yaml
+
+    from tests.conftest import REPO
+
+    schema = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
+    section = schema["properties"]["preprocess"]["properties"]["registration"]["properties"]
+    schema_defaults = {key: value["default"] for key, value in section.items()}
+    assert AffineSettings.from_config(schema_defaults) == AffineSettings()
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    assert AffineSettings.from_config(config["preprocess"]["registration"]) == AffineSettings()

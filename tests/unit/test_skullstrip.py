@@ -53,7 +53,10 @@ def test_template_mask_with_a_different_affine_only(template_mask):
 
 
 def test_skull_strip_with_template_mask(full_size_head, template_mask):
-    brain, mask = skull_strip(full_size_head.img, method="template", template_mask=template_mask, source="head.nii.gz")
+    # The phantom brain is 1198 mL; this test is about masking, not the volume guard.
+    brain, mask = skull_strip(
+        full_size_head.img, method="template", template_mask=template_mask, volume_range_ml=(800, 2400), source="head.nii.gz"
+    )
     data = np.asarray(brain.dataobj)
     inside = full_size_head.brain
     assert data.dtype == np.float32
@@ -67,7 +70,7 @@ def test_skull_strip_with_template_mask(full_size_head, template_mask):
 
 
 def test_implausible_mask_volume_names_the_source(small_head):
-    """The half-size phantom's brain is 150 mL: outside the default 800-2400 mL."""
+    """The half-size phantom's brain is 150 mL: outside the default 1500-2400 mL."""
     mask = nib.Nifti1Image(small_head.brain.astype(np.uint8), small_head.img.affine)
     source = "/out/sub-01/sub-01_space-MNI_T1w.nii.gz"
     with pytest.raises(InputImageError) as excinfo:
@@ -75,7 +78,7 @@ def test_implausible_mask_volume_names_the_source(small_head):
     err = excinfo.value
     assert err.path == source
     assert str(err).startswith(f"{source}: brain mask from template is 150 mL")
-    assert "[800, 2400] mL" in str(err)
+    assert "[1500, 2400] mL" in str(err)
     # The range is configurable: the same mask passes a range that holds it.
     brain, _ = skull_strip(small_head.img, method="template", template_mask=mask, volume_range_ml=(100.0, 200.0))
     assert np.count_nonzero(np.asarray(brain.dataobj)) == small_head.brain.sum()
