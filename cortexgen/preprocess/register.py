@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -141,6 +142,8 @@ def affine_to_template(
     fixed_coarse = ants.resample_image(fixed, spacing, use_voxels=False, interp_type=0)
     moving_coarse = ants.resample_image(moving_full, spacing, use_voxels=False, interp_type=0)
     transform_file = _seeded_affine(fixed_coarse, moving_coarse, settings)
+    # ANTs leaves each transform in a temporary file; a cohort would fill /tmp with them.
+    temporary_files = [transform_file]
     if template_brain_mask is not None:
         brain = np.asarray(template_brain_mask.dataobj) > 0
         voxel_mm = float(np.sqrt((template.affine[:3, :3] ** 2).sum(axis=0)).min())
@@ -150,8 +153,13 @@ def affine_to_template(
         transform_file = _seeded_affine(
             fixed_coarse, moving_coarse, settings, initial_transform=[transform_file], mask=mask_coarse
         )
-    transform = ants.read_transform(transform_file)
-    warped = ants.apply_transforms(fixed, moving_full, [transform_file], interpolator="linear")
+        temporary_files.append(transform_file)
+    try:
+        transform = ants.read_transform(transform_file)
+        warped = ants.apply_transforms(fixed, moving_full, [transform_file], interpolator="linear")
+    finally:
+        for path in temporary_files:
+            Path(path).unlink(missing_ok=True)
     warped_img = ants_to_nib(warped, like=template)
     warped_img.set_data_dtype(np.float32)
     return AffineResult(warped=warped_img, transform=transform, ras_matrix=itk_affine_to_ras(transform))

@@ -221,3 +221,13 @@ def test_settings_from_config_match_the_schema_defaults():
     assert AffineSettings.from_config(schema_defaults) == AffineSettings()
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     assert AffineSettings.from_config(config["preprocess"]["registration"]) == AffineSettings()
+
+
+def test_no_temporary_transform_files_are_left(registration_case, monkeypatch, tmp_path, phantom_lib):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    template = registration_case["template"]
+    brain_mask = nib.Nifti1Image(template.brain.astype(np.uint8), template.img.affine)
+    affine_to_template(registration_case["moving"].img, template.img, brain_mask)
+    assert list(tmp_path.iterdir()) == []
