@@ -85,7 +85,7 @@ def load_t1w(path: str | Path, max_voxel_size_mm: float = 3.0) -> nib.Nifti1Imag
     affine = img.affine
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-6:
         raise InputImageError(path, "has a degenerate affine (no valid orientation in its header)")
-    voxel_size = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    voxel_size = voxel_sizes(img)
     if voxel_size.max() > max_voxel_size_mm:
         raise InputImageError(
             path,

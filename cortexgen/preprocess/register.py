@@ -8,6 +8,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from cortexgen.io import voxel_sizes
 from cortexgen.preprocess.convert import ants_to_nib, nib_to_ants
 
 #: ITK's LPS world vs nibabel's RAS world.
@@ -146,7 +147,7 @@ def affine_to_template(
     temporary_files = [transform_file]
     if template_brain_mask is not None:
         brain = np.asarray(template_brain_mask.dataobj) > 0
-        voxel_mm = float(np.sqrt((template.affine[:3, :3] ** 2).sum(axis=0)).min())
+        voxel_mm = float(voxel_sizes(template).min())
         grown = ndimage.binary_dilation(brain, iterations=max(1, round(settings.brain_mask_dilation_mm / voxel_mm)))
         mask = nib_to_ants(nib.Nifti1Image(grown.astype(np.float32), template.affine))
         mask_coarse = ants.resample_image(mask, spacing, use_voxels=False, interp_type=1)

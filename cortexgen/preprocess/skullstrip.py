@@ -7,6 +7,7 @@ import numpy as np
 from nibabel.processing import resample_from_to
 
 from cortexgen.errors import InputImageError
+from cortexgen.preprocess.bias import foreground_volume_ml
 
 SKULLSTRIP_METHODS = ("deepbet", "template")
 
@@ -76,8 +77,7 @@ def skull_strip(
     else:
         raise ValueError(f"unknown skull-strip method {method!r}; expected one of {SKULLSTRIP_METHODS}")
 
-    voxel_ml = float(abs(np.linalg.det(img.affine[:3, :3]))) / 1000.0
-    volume_ml = float(mask.sum()) * voxel_ml
+    volume_ml = foreground_volume_ml(img, mask)
     low, high = volume_range_ml
     if not low <= volume_ml <= high:
         raise InputImageError(
