@@ -45,25 +45,35 @@ def raw_t1w_input(wildcards):
     return [path] if os.path.exists(path) else []
 
 
-def preproc_file(suffix):
-    """Input function: the scan's preprocessing derivative ending in ``suffix``."""
+def format_scan(pattern, scan):
+    """``pattern`` with its {subdir} and {scan} wildcards filled in for ``scan``."""
+    return str(pattern).format(subdir=scan.subdir, scan=scan.prefix)
+
+
+def scan_file(pattern):
+    """Input function: ``pattern`` (e.g. another rule's output) for the job's {scan}.
+
+    For rules whose output has no {subdir}: that folder is derived from the scan.
+    """
 
     def path(wildcards):
-        scan = SCANS[wildcards.scan]
-        return f"results/preproc/{scan.subdir}/anat/{scan.prefix}{suffix}"
+        return format_scan(pattern, SCANS[wildcards.scan])
 
     return path
 
 
 def scan_paths(pattern):
-    """Expand a pattern with {subdir} and {scan} over every scan."""
-    return [pattern.format(subdir=scan.subdir, scan=scan.prefix) for scan in SCANS.values()]
+    """``pattern`` for every scan."""
+    return [format_scan(pattern, scan) for scan in SCANS.values()]
 
 
 def preprocess_targets():
-    """The model-ready images, their masks and the QC montages of every scan."""
+    """The model-ready images, their masks and the QC montages of every scan.
+
+    Called after rules/preprocess.smk is included, so the paths are the rules' own.
+    """
     return (
-        scan_paths(f"{PREPROC}_space-{SPACE}_res-{RES}_desc-preproc_T1w.nii.gz")
-        + scan_paths(f"{PREPROC}_space-{SPACE}_res-{RES}_desc-brain_mask.nii.gz")
-        + scan_paths("results/qc/{scan}_preproc.png")
+        scan_paths(rules.normalize.output.image)
+        + scan_paths(rules.normalize.output.mask)
+        + scan_paths(rules.qc_preproc.output.png)
     )

@@ -123,14 +123,14 @@ rule normalize:
 rule qc_preproc:
     input:
         raw=raw_t1w_input,
-        denoised=preproc_file("_desc-denoised_T1w.nii.gz"),
-        corrected=preproc_file("_desc-n4_T1w.nii.gz"),
-        head_mask=preproc_file("_desc-head_mask.nii.gz"),
-        head=preproc_file(f"_space-{SPACE}_desc-head_T1w.nii.gz"),
-        brain=preproc_file(f"_space-{SPACE}_desc-brain_T1w.nii.gz"),
-        brain_mask=preproc_file(f"_space-{SPACE}_desc-brain_mask.nii.gz"),
-        image=preproc_file(f"_space-{SPACE}_res-{RES}_desc-preproc_T1w.nii.gz"),
-        image_mask=preproc_file(f"_space-{SPACE}_res-{RES}_desc-brain_mask.nii.gz"),
+        denoised=scan_file(rules.denoise.output.denoised),
+        corrected=scan_file(rules.n4.output.corrected),
+        head_mask=scan_file(rules.n4.output.head_mask),
+        head=scan_file(rules.mni_affine.output.head),
+        brain=scan_file(rules.skullstrip.output.brain),
+        brain_mask=scan_file(rules.skullstrip.output.mask),
+        image=scan_file(rules.normalize.output.image),
+        image_mask=scan_file(rules.normalize.output.mask),
     output:
         png="results/qc/{scan}_preproc.png",
     params:
