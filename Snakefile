@@ -2,7 +2,7 @@
 #
 #   snakemake --cores all                      # the embedded demo
 #   snakemake --profile profiles/slurm         # on a SLURM cluster
-#   snakemake --until normalize --cores all    # stop after a stage
+#   snakemake --until normalize --cores all    # stop after a stage (or surface_sdf)
 #   snakemake --dry-run                        # show what would run
 
 import sys
@@ -25,9 +25,11 @@ validate(config, "config/schema.yaml")
 
 include: "rules/common.smk"
 include: "rules/preprocess.smk"
+include: "rules/surfaces.smk"
 
 
 rule all:
     default_target: True
     input:
         preprocess_targets(),
+        surface_targets(),

@@ -11,9 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 #: Environment variables read by the numerical libraries cortexgen uses (ITK/ANTs,
-#: OpenMP in libCAT, BLAS) to size their thread pools.
+#: OpenMP in libCAT, BLAS, libigl) to size their thread pools.
 THREAD_VARIABLES = (
     "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS",
+    "IGL_NUM_THREADS",
     "OMP_NUM_THREADS",
     "OPENBLAS_NUM_THREADS",
     "MKL_NUM_THREADS",

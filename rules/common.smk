@@ -51,13 +51,16 @@ def format_scan(pattern, scan):
 
 
 def scan_file(pattern):
-    """Input function: ``pattern`` (e.g. another rule's output) for the job's {scan}.
+    """Input function: ``pattern`` (e.g. another rule's output, or a list of them) for the job's {scan}.
 
     For rules whose output has no {subdir}: that folder is derived from the scan.
     """
 
     def path(wildcards):
-        return format_scan(pattern, SCANS[wildcards.scan])
+        scan = SCANS[wildcards.scan]
+        if isinstance(pattern, (list, tuple)):
+            return [format_scan(item, scan) for item in pattern]
+        return format_scan(pattern, scan)
 
     return path
 
@@ -76,4 +79,21 @@ def preprocess_targets():
         scan_paths(rules.normalize.output.image)
         + scan_paths(rules.normalize.output.mask)
         + scan_paths(rules.qc_preproc.output.png)
+    )
+
+
+def surface_targets():
+    """Every scan's surfaces, condition volumes (SDFs, ribbon) and surface QC.
+
+    Called after rules/surfaces.smk is included, so the paths are the rules' own.
+    """
+    outputs = rules.surfaces.output
+    return (
+        [path for pattern in outputs.white + outputs.pial + outputs.midthickness + outputs.thickness
+         for path in scan_paths(pattern)]
+        + scan_paths(rules.surface_sdf.output.pial_sdf)
+        + scan_paths(rules.surface_sdf.output.white_sdf)
+        + scan_paths(rules.surface_sdf.output.ribbon)
+        + scan_paths(rules.qc_surfaces.output.png)
+        + scan_paths(rules.qc_surfaces.output.tsv)
     )

@@ -12,6 +12,7 @@ import pytest
 from tests.conftest import DEMO_BIDS, REPO, demo_config, requires_shared, DS000022, run_snakemake
 
 PREPROC_RULES = ["denoise", "n4", "mni_affine", "skullstrip", "normalize", "qc_preproc"]
+SURFACE_RULES = ["segment", "surfaces", "surface_sdf", "qc_surfaces"]
 
 
 def job_counts(stdout: str) -> dict[str, int]:
@@ -32,7 +33,12 @@ def test_full_dag_dry_run_schedules_every_step_per_subject(tmp_path):
     counts = job_counts(result.stdout)
     n_demo = len(list(DEMO_BIDS.glob("sub-*/anat/*_T1w.nii.gz")))
     assert n_demo == 3
-    assert counts == {**{rule: n_demo for rule in PREPROC_RULES}, "all": 1, "total": 6 * n_demo + 1}
+    per_subject = PREPROC_RULES + SURFACE_RULES
+    assert counts == {
+        **{rule: n_demo for rule in per_subject}, "surface_template": 1, "all": 1, "total": len(per_subject) * n_demo + 2
+    }
+    assert "results/surfaces/sub-01/anat/sub-01_hemi-L_white.surf.gii" in result.stdout
+    assert "results/surfaces/sub-01/anat/sub-01_space-MNIColin27_res-84x128x84_desc-pialsdf.nii.gz" in result.stdout
     assert "results/preproc/sub-01/anat/sub-01_space-MNIColin27_res-84x128x84_desc-preproc_T1w.nii.gz" in result.stdout
     assert "results/preproc/sub-01/anat/sub-01_from-T1w_to-MNIColin27_mode-image_xfm.mat" in result.stdout
 
@@ -41,6 +47,15 @@ def test_until_schedules_only_the_steps_before(tmp_path):
     result = run_snakemake(tmp_path, demo_config(), "--dry-run", "--until", "mni_affine")
     assert result.returncode == 0, result.stderr
     assert job_counts(result.stdout) == {"denoise": 3, "n4": 3, "mni_affine": 3, "total": 9}
+
+
+def test_until_surface_sdf_skips_qc_and_template_runs_once(tmp_path):
+    result = run_snakemake(tmp_path, demo_config(), "--dry-run", "--until", "surface_sdf")
+    assert result.returncode == 0, result.stderr
+    counts = job_counts(result.stdout)
+    assert counts["surface_template"] == 1
+    assert counts["surface_sdf"] == counts["surfaces"] == counts["segment"] == 3
+    assert "qc_surfaces" not in counts and "qc_preproc" not in counts
 
 
 def test_sessions_and_participant_filter(tmp_path):

@@ -1,0 +1,1 @@
+"""Cortical surfaces: tissue segmentation, template meshes fitted to each subject, signed distance volumes."""

@@ -1,0 +1,151 @@
+"""A subject's cortical surfaces: the template meshes carried onto it and fitted to its tissue.
+
+Per hemisphere: white (WM fraction 0.5), pial (GM+WM fraction 0.5), midthickness (their
+vertex-wise mean) and thickness (the vertex-wise white–pial distance, mm). All four share
+the template's faces and vertex order, so vertex i is the same place on every subject.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import nibabel as nib
+import numpy as np
+
+from cortexgen.surfaces.fit import FitSettings, fit_to_level, flow_to_targets, sample_at
+from cortexgen.surfaces.mesh import Mesh, neighbour_mean_operator, smooth_values, vertex_normals
+from cortexgen.surfaces.segment import TissueMaps
+from cortexgen.surfaces.template import SurfaceTemplate
+from cortexgen.surfaces.warp import WarpSettings, register_labels
+
+
+@dataclass(frozen=True)
+class HemisphereSurfaces:
+    """One hemisphere's surfaces (world RAS mm) and per-vertex thickness.
+
+    Attributes:
+        white, pial, midthickness: meshes with identical faces and vertex order.
+        thickness: (V,) mm, |pial_i − white_i|; 0 on the medial wall.
+        cortex: (V,) bool, False on the medial wall.
+    """
+
+    white: Mesh
+    pial: Mesh
+    midthickness: Mesh
+    thickness: np.ndarray
+    cortex: np.ndarray
+
+
+def smoothed_normals(mesh: Mesh, iterations: int = 3) -> np.ndarray:
+    """Vertex normals (V, 3) averaged over neighbours, so a crumpled patch still points outwards."""
+    normals = smooth_values(vertex_normals(mesh), neighbour_mean_operator(mesh), iterations)
+    return normals / np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+
+
+def profile_thickness(white: Mesh, tissue: TissueMaps, affine: np.ndarray, max_thickness_mm: float,
+                      step_mm: float = 0.25) -> np.ndarray:
+    """Cortical thickness (V,) mm measured outwards from the white surface along its normals.
+
+    Where CSF is visible, the pial surface is where the GM+WM fraction drops below 0.5.
+    Where a sulcus is glued (GM of both banks touching, no CSF visible) the profile never
+    drops; the pial surface is then the bottom of the GM+WM valley between the banks, or
+    half-way to the opposite bank's WM if there is no valley at all. NaN where neither is
+    found within ``max_thickness_mm`` (filled from the neighbours by the caller).
+    """
+    normals = smoothed_normals(white)
+    offsets = np.arange(0.0, max_thickness_mm + 0.5 * step_mm, step_mm)
+    points = white.vertices[:, None, :] + offsets[None, :, None] * normals[:, None, :]
+    gm_wm = sample_at(tissue.gm_wm, affine, points)
+    wm = sample_at(tissue.wm, affine, points)
+    rows = np.arange(len(offsets))[None, :]
+    # The pial crossing: the first sample below 0.5 (interpolated from the one before it).
+    below = gm_wm < 0.5
+    below[:, 0] = False
+    first_below = np.where(below.any(axis=1), below.argmax(axis=1), -1)
+    k = np.maximum(first_below, 1)
+    idx = np.arange(len(white.vertices))
+    before, after = gm_wm[idx, k - 1], gm_wm[idx, k]
+    crossing = offsets[k - 1] + step_mm * (before - 0.5) / np.maximum(before - after, 1e-6)
+    # The opposite bank: the first sample back in WM after leaving it.
+    left_wm = np.maximum.accumulate(wm < 0.5, axis=1)
+    back_in_wm = left_wm & (wm >= 0.5)
+    opposite = np.where(back_in_wm.any(axis=1), offsets[back_in_wm.argmax(axis=1)], np.inf)
+    # The valley bottom of GM+WM between the white surface and the opposite bank.
+    inside = offsets[None, :] < np.minimum(opposite, max_thickness_mm)[:, None]
+    valley_profile = np.where(inside & left_wm, gm_wm, np.inf)
+    valley = offsets[np.argmin(valley_profile, axis=1)]
+    has_valley = np.isfinite(valley_profile.min(axis=1)) & (valley_profile.min(axis=1) < 0.95)
+    thickness = np.full(len(white.vertices), np.nan)
+    glued_half = np.where(np.isfinite(opposite), 0.5 * opposite, np.nan)
+    thickness = np.where(has_valley, valley, glued_half)
+    thickness = np.where((first_below > 0) & (crossing < np.nan_to_num(opposite, posinf=np.inf)), crossing, thickness)
+    del rows
+    return thickness
+
+
+def fit_hemisphere(white: Mesh, cortex: np.ndarray, tissue: TissueMaps, affine: np.ndarray,
+                   settings: FitSettings, max_thickness_mm: float = 5.0,
+                   thickness_smoothing: int = 2) -> HemisphereSurfaces:
+    """Fit the white mesh to WM = 0.5, then build the pial mesh outwards from it.
+
+    Args:
+        white: the template's white mesh already carried onto the subject.
+        cortex: (V,) bool; the medial wall (False) seeks no boundary and gets thickness 0.
+        tissue: the subject's tissue fractions on the grid of ``affine``.
+        settings: the isosurface fit of the white surface.
+        max_thickness_mm: the farthest the pial surface is looked for.
+        thickness_smoothing: neighbour-averaging rounds applied to the thickness.
+
+    The pial mesh grows out of the white one towards the white vertex moved along its
+    (smoothed) normal by the thickness from :func:`profile_thickness`, through the same
+    invertible flow as the fit, so the two banks of a sulcus cannot pass through each other.
+    Pial and white share the vertex order, and the reported thickness is the distance the
+    vertex actually moved.
+    """
+    cortex = np.asarray(cortex, dtype=bool)
+    white_fit = fit_to_level(white, tissue.wm, affine, 0.5, settings, frozen=~cortex)
+    measured = profile_thickness(white_fit, tissue, affine, max_thickness_mm)
+    known = np.isfinite(measured) & cortex
+    mean_op = neighbour_mean_operator(white_fit)
+    # Fill unmeasured vertices from their neighbours (weighted smoothing), then smooth a little.
+    weight = smooth_values(known.astype(np.float64), mean_op, 10)
+    filled = smooth_values(np.where(known, measured, 0.0), mean_op, 10) / np.maximum(weight, 1e-9)
+    thickness = np.where(known, measured, np.where(weight > 1e-9, filled, 0.0))
+    thickness = np.clip(smooth_values(thickness, mean_op, thickness_smoothing), 0.0, max_thickness_mm)
+    thickness[~cortex] = 0.0
+    targets = white_fit.vertices + thickness[:, None] * smoothed_normals(white_fit)
+    pial_vertices = flow_to_targets(white_fit, targets, settings).vertices
+    # The flow drags the medial wall a little with the cortex around it; there pial = white.
+    pial_vertices[~cortex] = white_fit.vertices[~cortex]
+    thickness = np.linalg.norm(pial_vertices - white_fit.vertices, axis=1)
+    return HemisphereSurfaces(
+        white=white_fit,
+        pial=white_fit.with_vertices(pial_vertices),
+        midthickness=white_fit.with_vertices(0.5 * (white_fit.vertices + pial_vertices)),
+        thickness=thickness,
+        cortex=cortex,
+    )
+
+
+def extract_surfaces(
+    tissue: TissueMaps,
+    affine: np.ndarray,
+    template: SurfaceTemplate,
+    warp_settings: WarpSettings = WarpSettings(),
+    fit_settings: FitSettings = FitSettings(),
+    max_thickness_mm: float = 5.0,
+) -> dict[str, HemisphereSurfaces]:
+    """White, pial, midthickness and thickness of both hemispheres of one subject.
+
+    Args:
+        tissue: the subject's tissue maps on its 1 mm MNI grid.
+        affine: (4, 4) voxel → world mm of that grid.
+        template: from :func:`cortexgen.surfaces.template.build_template`.
+    """
+    subject_label = nib.Nifti1Image(tissue.label, affine)
+    warp = register_labels(template.label, subject_label, warp_settings, template.mask)
+    return {
+        hemi: fit_hemisphere(meshes.white.with_vertices(warp.map(meshes.white.vertices)), meshes.cortex, tissue,
+                             affine, fit_settings, max_thickness_mm)
+        for hemi, meshes in template.hemispheres.items()
+    }

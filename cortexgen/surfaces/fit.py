@@ -1,0 +1,180 @@
+"""Fitting a mesh onto an isosurface of a tissue map, keeping its vertex order.
+
+The template's meshes arrive on a subject roughly in place (after a nonlinear
+registration). Each round looks along every vertex normal for the nearest point where
+the tissue fraction crosses the target level going from inside to outside, and turns
+those proposed moves into a smooth displacement field in space that moves every vertex
+(so vertices that see no boundary, e.g. in a sulcus where the CSF is invisible, follow
+their neighbours). Never re-meshing keeps the vertex order, hence correspondence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from cortexgen.surfaces.mesh import Mesh, vertex_normals
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """How a mesh is pulled onto an isosurface (config ``surfaces.fit``).
+
+    Attributes:
+        search_mm: how far along the normal, inwards and outwards, a boundary is looked for.
+        step_mm: spacing of the samples along the normal.
+        iterations: number of move rounds.
+        rate: fraction of the found displacement applied per round.
+        sigma_mm: width of the Gaussian that turns the vertices' moves into a smooth
+            displacement field in space. Two sheets closer than about this share one
+            motion, which is what keeps them from passing through each other.
+        field_spacing_mm: voxel size of that field.
+    """
+
+    search_mm: float = 3.0
+    step_mm: float = 0.25
+    iterations: int = 30
+    rate: float = 0.5
+    sigma_mm: float = 1.0
+    field_spacing_mm: float = 1.0
+
+    @classmethod
+    def from_config(cls, section: dict) -> FitSettings:
+        return cls(**section)
+
+
+def world_to_voxel(points: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """(N, 3) world mm → (3, N) continuous voxel indices of the grid of ``affine``."""
+    inverse = np.linalg.inv(affine)
+    return inverse[:3, :3] @ np.asarray(points, dtype=np.float64).T + inverse[:3, 3:4]
+
+
+def sample_at(volume: np.ndarray, affine: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Trilinear samples of ``volume`` at world points (..., 3); outside the grid reads 0."""
+    flat = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    values = ndimage.map_coordinates(volume, world_to_voxel(flat, affine), order=1, mode="constant", cval=0.0)
+    return values.reshape(np.shape(points)[:-1])
+
+
+def boundary_offsets(
+    fraction: np.ndarray, affine: np.ndarray, vertices: np.ndarray, normals: np.ndarray, level: float,
+    search_mm: float, step_mm: float,
+) -> np.ndarray:
+    """Signed distance along each normal (V,) to the nearest inside→outside crossing of ``level``.
+
+    "Inside" is where ``fraction`` exceeds ``level``; the crossing is where it drops below
+    going outwards. NaN where no such crossing lies within ``search_mm``.
+    """
+    offsets = np.arange(-search_mm, search_mm + 0.5 * step_mm, step_mm)
+    profile = sample_at(fraction, affine, vertices[:, None, :] + offsets[None, :, None] * normals[:, None, :])
+    above = profile - level
+    # A crossing between samples k and k+1 when inside at k and outside at k+1.
+    crossing = (above[:, :-1] >= 0) & (above[:, 1:] < 0)
+    drop = np.where(crossing, above[:, :-1] - above[:, 1:], 1.0)
+    position = offsets[None, :-1] + step_mm * np.where(crossing, above[:, :-1] / drop, 0.0)
+    distance = np.where(crossing, np.abs(position), np.inf)
+    nearest = np.argmin(distance, axis=1)
+    rows = np.arange(len(vertices))
+    found = np.isfinite(distance[rows, nearest])
+    return np.where(found, position[rows, nearest], np.nan)
+
+
+def smooth_displacement_field(
+    points: np.ndarray, moves: np.ndarray, weights: np.ndarray, sigma_mm: float, spacing_mm: float,
+    margin_mm: float, max_gradient: float = 0.5,
+) -> np.ndarray:
+    """A smooth, invertible displacement field from scattered moves, sampled back at ``points``.
+
+    Moves (N, 3) mm at ``points`` (N, 3) with ``weights`` (N,) are splatted onto a grid of
+    ``spacing_mm`` and blurred by a Gaussian of ``sigma_mm`` (normalised convolution: a
+    weighted local mean of the moves). The field is then scaled down, if needed, until
+    its largest Jacobian norm is ``max_gradient``: x → x + u(x) with ‖∇u‖ < 1 is one-to-one,
+    so no two parts of the mesh can be moved through each other.
+
+    Returns:
+        (N, 3) field values (mm) at ``points``.
+    """
+    origin = points.min(axis=0) - margin_mm
+    shape = tuple(np.ceil((points.max(axis=0) + margin_mm - origin) / spacing_mm).astype(int) + 1)
+    index = (points - origin) / spacing_mm
+    nearest = np.clip(np.round(index).astype(int), 0, np.array(shape) - 1)
+    flat = np.ravel_multi_index(nearest.T, shape)
+    sigma_vox = sigma_mm / spacing_mm
+    size = int(np.prod(shape))
+    weight_grid = ndimage.gaussian_filter(np.bincount(flat, weights, size).reshape(shape), sigma_vox)
+    # Far from every proposing vertex the local mean is meaningless: fade it out there.
+    support = weight_grid / (weight_grid + 0.05 * weight_grid.max() + 1e-12)
+    components = []
+    for axis in range(3):
+        component = np.bincount(flat, weights * moves[:, axis], size).reshape(shape)
+        components.append(support * ndimage.gaussian_filter(component, sigma_vox) / np.maximum(weight_grid, 1e-12))
+    gradient_sq = sum(np.square(g) for c in components for g in np.gradient(c, spacing_mm))
+    scale = min(1.0, max_gradient / max(float(np.sqrt(gradient_sq.max())), 1e-12))
+    return scale * np.stack(
+        [ndimage.map_coordinates(c, index.T, order=1, mode="nearest") for c in components], axis=1
+    )
+
+
+def fit_to_level(
+    mesh: Mesh,
+    fraction: np.ndarray,
+    affine: np.ndarray,
+    level: float = 0.5,
+    settings: FitSettings = FitSettings(),
+    frozen: np.ndarray | None = None,
+) -> Mesh:
+    """Move the vertices of ``mesh`` onto the ``level`` isosurface of ``fraction``.
+
+    Every round, each vertex that sees the boundary along its normal proposes a move there;
+    the proposals become a smooth displacement field in space and all vertices move by
+    it, capped at a quarter of ``sigma_mm`` per round. A field whose gradient stays below
+    one is invertible, so the mesh cannot fold onto itself: many small rounds give a
+    diffeomorphic flow that keeps genus 0 and adds no self-intersections.
+
+    Args:
+        mesh: closed mesh in world mm, mostly within ``settings.search_mm`` of the boundary.
+        fraction: (X, Y, Z) tissue fraction, high inside the surface (e.g. WM fraction
+            for the white surface, GM+WM for the pial surface).
+        affine: (4, 4) voxel → world mm of ``fraction``.
+        level: the isovalue.
+        frozen: (V,) bool, vertices that propose no move (the medial wall, where the
+            hemisphere is cut through subcortical tissue); the field still carries them.
+
+    Returns:
+        A mesh with the same faces and vertex order.
+    """
+    vertices = mesh.vertices.copy()
+    seek = np.ones(len(vertices), dtype=bool) if frozen is None else ~np.asarray(frozen, dtype=bool)
+    max_move = 0.25 * settings.sigma_mm
+    for _ in range(settings.iterations):
+        normals = vertex_normals(mesh.with_vertices(vertices))
+        offsets = boundary_offsets(fraction, affine, vertices, normals, level, settings.search_mm, settings.step_mm)
+        found = np.isfinite(offsets) & seek
+        moves = np.where(found, settings.rate * np.nan_to_num(offsets), 0.0)[:, None] * normals
+        field = smooth_displacement_field(
+            vertices, moves, found.astype(np.float64), settings.sigma_mm, settings.field_spacing_mm, 3 * settings.sigma_mm
+        )
+        length = np.linalg.norm(field, axis=1, keepdims=True)
+        vertices = vertices + field * np.minimum(1.0, max_move / np.maximum(length, 1e-12))
+    return mesh.with_vertices(vertices)
+
+
+def flow_to_targets(mesh: Mesh, targets: np.ndarray, settings: FitSettings, weights: np.ndarray | None = None) -> Mesh:
+    """Move ``mesh`` towards per-vertex ``targets`` (V, 3) mm by the same invertible flow.
+
+    Used to grow the pial surface out of the white one: moving each vertex straight to its
+    target would let the offsets of the two banks of a sulcus cross; the smooth, capped
+    field of :func:`smooth_displacement_field` stops them where they meet instead.
+    """
+    vertices = mesh.vertices.copy()
+    weights = np.ones(len(vertices)) if weights is None else np.asarray(weights, dtype=np.float64)
+    max_move = 0.25 * settings.sigma_mm
+    for _ in range(settings.iterations):
+        field = smooth_displacement_field(
+            vertices, targets - vertices, weights, settings.sigma_mm, settings.field_spacing_mm, 3 * settings.sigma_mm
+        )
+        length = np.linalg.norm(field, axis=1, keepdims=True)
+        vertices = vertices + field * np.minimum(1.0, max_move / np.maximum(length, 1e-12))
+    return mesh.with_vertices(vertices)

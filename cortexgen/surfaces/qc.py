@@ -1,0 +1,439 @@
+"""Quality control of the cortical surfaces: a metrics table and a figure per subject.
+
+The metrics (one :class:`SurfaceQC` row per subject and hemisphere, written as TSV) say
+whether a surface is usable at a glance: its topology (Euler characteristic), whether it
+folds through itself (self-intersections), whether the thickness and area are those of a
+human cortex, and how far the white and pial surfaces lie from the tissue boundaries they
+were meant to follow. The figure overlays the exact surface contours on the T1 and shows
+the thickness map on the midthickness surface.
+
+Coordinates are world RAS millimetres throughout, like the meshes of
+:mod:`cortexgen.surfaces.mesh` and the affines of the preprocessed volumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.cm import ScalarMappable  # noqa: E402
+from matplotlib.collections import LineCollection  # noqa: E402
+from matplotlib.colors import Normalize  # noqa: E402
+
+from cortexgen.io import atomic_output  # noqa: E402
+from cortexgen.surfaces.mesh import (  # noqa: E402
+    Mesh,
+    count_self_intersections,
+    euler_characteristic,
+    face_normals,
+    vertex_areas,
+)
+
+#: How far (mm) beyond the mesh's bounding box the isosurface is extracted: a vertex's
+#: nearest isosurface point lies within its distance to it, and any surface worth keeping
+#: is far closer than this to its tissue boundary.
+ISOSURFACE_MARGIN_MM = 5.0
+#: Colour scale of the thickness maps (mm): the range of a human cortex.
+THICKNESS_RANGE_MM = (0.0, 5.0)
+#: Contour colours of the figure (white surface yellow, pial red, as in freeview).
+CONTOUR_COLOURS = {"white": "yellow", "pial": "red"}
+
+_HEMI_NAMES = {"L": "left", "R": "right"}
+
+
+# ----------------------------------------------------------------------------- distances
+
+
+def isosurface_distance(mesh: Mesh, volume: np.ndarray, affine: np.ndarray, level: float) -> np.ndarray:
+    """Unsigned distance (mm) from every mesh vertex to the ``level`` isosurface of ``volume``.
+
+    The isosurface is extracted with marching cubes (linear interpolation between voxel
+    centres) and the distance to it is the exact point-to-triangle distance, so a mesh lying
+    on the boundary measures ~0 rather than up to half a voxel.
+
+    Args:
+        mesh: the surface, world RAS mm.
+        volume: (X, Y, Z) scalar image, e.g. a tissue fraction map in [0, 1].
+        affine: (4, 4) voxel-to-world matrix of ``volume``.
+        level: the iso-value, e.g. 0.5 for the boundary of a fraction map.
+
+    Returns:
+        (V,) float64 distances in mm.
+
+    Raises:
+        ValueError: when the volume does not cross ``level`` near the mesh (no boundary to
+            measure against: a wrong map or a surface in the wrong place).
+    """
+    from skimage.measure import marching_cubes
+
+    import igl
+
+    volume = np.asarray(volume)
+    affine = np.asarray(affine, dtype=np.float64)
+    if volume.ndim != 3:
+        raise ValueError(f"volume must be 3D, got shape {volume.shape}")
+    # Only the region around the mesh matters; marching cubes on a whole 1 mm head costs
+    # several times more than on one hemisphere's box.
+    voxel_mm = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    ijk = _world_to_voxel(mesh.vertices, affine)
+    margin = np.ceil(ISOSURFACE_MARGIN_MM / voxel_mm).astype(int)
+    low = np.clip(np.floor(ijk.min(axis=0)).astype(int) - margin, 0, None)
+    high = np.minimum(np.ceil(ijk.max(axis=0)).astype(int) + margin + 1, volume.shape)
+    if np.any(high - low < 2):
+        raise ValueError(f"the mesh lies outside the volume (voxel box {low.tolist()}..{high.tolist()})")
+    crop = np.ascontiguousarray(volume[low[0] : high[0], low[1] : high[1], low[2] : high[2]], dtype=np.float32)
+    if not (crop.min() < level < crop.max()):
+        raise ValueError(
+            f"the volume does not cross level {level} near the mesh (values {crop.min():.3g}..{crop.max():.3g})"
+        )
+    iso_ijk, iso_faces, _, _ = marching_cubes(crop, level=level)
+    # marching_cubes answers in the crop's voxel indices: shift back, then map to world mm.
+    iso_world = _voxel_to_world(iso_ijk.astype(np.float64) + low, affine)
+    sq_dist, _, _ = igl.point_mesh_squared_distance(mesh.vertices, iso_world, iso_faces.astype(np.int64))
+    return np.sqrt(sq_dist)
+
+
+def _world_to_voxel(points: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """World mm (N, 3) to continuous voxel indices (N, 3)."""
+    inverse = np.linalg.inv(affine)
+    return points @ inverse[:3, :3].T + inverse[:3, 3]
+
+
+def _voxel_to_world(ijk: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """Continuous voxel indices (N, 3) to world mm (N, 3)."""
+    return ijk @ affine[:3, :3].T + affine[:3, 3]
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+@dataclass(frozen=True)
+class SurfaceQC:
+    """Quality metrics of one subject's hemisphere; one row of the QC table.
+
+    Attributes:
+        subject: the scan prefix, e.g. ``"sub-01"`` or ``"sub-01_ses-1"``.
+        hemi: ``"L"`` or ``"R"``.
+        n_vertices: vertices of each surface (white, pial and midthickness share them).
+        euler_characteristic_white: V − E + F of the white surface; 2 for a sphere's topology.
+        euler_characteristic_pial: the same for the pial surface.
+        self_intersections_white: number of intersecting triangle pairs of the white surface.
+        self_intersections_pial: the same for the pial surface.
+        self_intersection_fraction: the larger of the two counts over the number of faces.
+        thickness_mean_mm: mean cortical thickness over the cortex vertices (the medial
+            wall, whose thickness is 0, is left out).
+        thickness_median_mm: median of the same.
+        area_mm2: area of the cortex part of the midthickness surface (mm²): the sum of the
+            vertex areas (a third of each adjacent face) of the cortex vertices. The medial
+            wall closes the hemisphere across white matter and deep grey nuclei, so counting
+            it would inflate the cortical area by ~10 %; this is the area FreeSurfer reports
+            too (its cortex label).
+        white_to_wm_mm: mean distance (mm) from the cortex vertices of the white surface to
+            the 0.5 isosurface of the WM fraction map.
+        pial_to_gmwm_mm: mean distance (mm) from the cortex vertices of the pial surface to
+            the 0.5 isosurface of the GM+WM fraction map.
+    """
+
+    subject: str
+    hemi: str
+    n_vertices: int
+    euler_characteristic_white: int
+    euler_characteristic_pial: int
+    self_intersections_white: int
+    self_intersections_pial: int
+    self_intersection_fraction: float
+    thickness_mean_mm: float
+    thickness_median_mm: float
+    area_mm2: float
+    white_to_wm_mm: float
+    pial_to_gmwm_mm: float
+
+
+def surface_qc(
+    subject: str,
+    hemi: str,
+    white: Mesh,
+    pial: Mesh,
+    midthickness: Mesh,
+    thickness: np.ndarray,
+    cortex: np.ndarray,
+    wm_fraction: np.ndarray,
+    gmwm_fraction: np.ndarray,
+    affine: np.ndarray,
+) -> SurfaceQC:
+    """Measure one hemisphere's surfaces (see :class:`SurfaceQC` for the metrics).
+
+    Args:
+        subject: the scan prefix, e.g. ``"sub-01"``.
+        hemi: ``"L"`` or ``"R"``.
+        white, pial, midthickness: the hemisphere's surfaces, world RAS mm, one vertex set.
+        thickness: (V,) cortical thickness, mm (0 on the medial wall).
+        cortex: (V,) bool, True on cortex vertices, False on the medial wall.
+        wm_fraction: (X, Y, Z) white-matter fraction map in [0, 1].
+        gmwm_fraction: (X, Y, Z) grey + white matter fraction map in [0, 1], same grid.
+        affine: (4, 4) voxel-to-world matrix of both maps.
+
+    Raises:
+        ValueError: on an unknown hemisphere, surfaces or per-vertex arrays of different
+            lengths, an empty cortex mask, or a map that has no boundary near a surface.
+    """
+    if hemi not in _HEMI_NAMES:
+        raise ValueError(f"hemi must be 'L' or 'R', got {hemi!r}")
+    n = len(white.vertices)
+    thickness = np.asarray(thickness, dtype=np.float64).ravel()
+    cortex = np.asarray(cortex, dtype=bool).ravel()
+    lengths = {
+        "pial": len(pial.vertices),
+        "midthickness": len(midthickness.vertices),
+        "thickness": len(thickness),
+        "cortex": len(cortex),
+    }
+    mismatched = {name: length for name, length in lengths.items() if length != n}
+    if mismatched:
+        raise ValueError(f"the white surface has {n} vertices but {mismatched}")
+    if not cortex.any():
+        raise ValueError("the cortex mask is empty")
+
+    si_white = count_self_intersections(white)
+    si_pial = count_self_intersections(pial)
+    cortex_thickness = thickness[cortex]
+    return SurfaceQC(
+        subject=subject,
+        hemi=hemi,
+        n_vertices=n,
+        euler_characteristic_white=euler_characteristic(white),
+        euler_characteristic_pial=euler_characteristic(pial),
+        self_intersections_white=si_white,
+        self_intersections_pial=si_pial,
+        self_intersection_fraction=max(si_white / max(len(white.faces), 1), si_pial / max(len(pial.faces), 1)),
+        thickness_mean_mm=float(cortex_thickness.mean()),
+        thickness_median_mm=float(np.median(cortex_thickness)),
+        area_mm2=float(vertex_areas(midthickness)[cortex].sum()),
+        white_to_wm_mm=float(isosurface_distance(white, wm_fraction, affine, 0.5)[cortex].mean()),
+        pial_to_gmwm_mm=float(isosurface_distance(pial, gmwm_fraction, affine, 0.5)[cortex].mean()),
+    )
+
+
+def write_qc_tsv(rows: list[SurfaceQC], path: str | Path) -> None:
+    """Write the QC table atomically: a header of the :class:`SurfaceQC` field names, then
+    one tab-separated row per subject-hemisphere, floats with 4 decimals."""
+    names = [field.name for field in dataclasses.fields(SurfaceQC)]
+    lines = ["\t".join(names)]
+    for row in rows:
+        lines.append("\t".join(_format_cell(getattr(row, name)) for name in names))
+    with atomic_output(path) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+
+
+def _format_cell(value: object) -> str:
+    # Counts stay exact; 4 decimals keep distances to 0.1 µm and thickness well past its precision.
+    if isinstance(value, float | np.floating):
+        return f"{float(value):.4f}"
+    return str(value)
+
+
+# ----------------------------------------------------------------------------- figure
+
+
+def plane_intersection_segments(mesh: Mesh, axis: int, coordinate_mm: float) -> np.ndarray:
+    """The exact intersection of a mesh with the plane ``x[axis] == coordinate_mm``.
+
+    Every triangle with vertices on both sides contributes one segment, between the points
+    where its two crossing edges meet the plane (linear interpolation along the edge). A
+    vertex lying exactly on the plane counts as above it, so the segments still join into
+    closed contours and an edge lying in the plane is drawn once, not by both its faces.
+
+    Args:
+        mesh: any triangle mesh; the coordinates need not be world mm (the figure passes
+            one in voxel indices).
+        axis: 0, 1 or 2.
+        coordinate_mm: the plane's position along ``axis``.
+
+    Returns:
+        (S, 2, 3) float64 segment end points in the mesh's coordinates.
+    """
+    if axis not in (0, 1, 2):
+        raise ValueError(f"axis must be 0, 1 or 2, got {axis}")
+    corners = mesh.vertices[mesh.faces]  # (F, 3, 3)
+    signed = corners[:, :, axis] - coordinate_mm  # (F, 3)
+    above = signed >= 0
+    n_above = above.sum(axis=1)
+    crossing = (n_above == 1) | (n_above == 2)
+    corners, signed, above, n_above = corners[crossing], signed[crossing], above[crossing], n_above[crossing]
+    # The lone vertex is the one on its own side; both crossing edges start from it.
+    lone_mask = np.where((n_above == 1)[:, None], above, ~above)
+    lone = np.argmax(lone_mask, axis=1)
+    rows = np.arange(len(lone))
+    ends = []
+    for step in (1, 2):
+        other = (lone + step) % 3
+        d_lone, d_other = signed[rows, lone], signed[rows, other]
+        # d_lone and d_other have opposite signs (or d_lone is 0), so the denominator is nonzero.
+        t = d_lone / (d_lone - d_other)
+        point = corners[rows, lone] + t[:, None] * (corners[rows, other] - corners[rows, lone])
+        point[:, axis] = coordinate_mm  # exactly in the plane despite rounding
+        ends.append(point)
+    segments = np.stack(ends, axis=1)
+    # A triangle touching the plane at one vertex only yields a point; it draws nothing.
+    return segments[np.any(segments[:, 0] != segments[:, 1], axis=1)]
+
+
+def surface_qc_figure(
+    t1: np.ndarray,
+    affine: np.ndarray,
+    surfaces: dict[str, dict[str, Mesh]],
+    thickness: dict[str, np.ndarray],
+    title: str,
+) -> plt.Figure:
+    """T1 slices with the surface contours, and the thickness maps on the midthickness.
+
+    Top row: sagittal, coronal and axial slices of the T1 with the white (yellow) and pial
+    (red) contours of every hemisphere, drawn as the exact mesh–slice intersections. The
+    coronal and axial slices pass through the centre of the pial surfaces; the sagittal one
+    through the centre of the first hemisphere's white surface, since the midline would
+    cut only the medial walls. Panels follow the neurological convention (left on the
+    left, superior up) with the aspect from the voxel sizes, like the preprocessing montage.
+
+    Bottom row: each hemisphere's midthickness coloured by thickness (0–5 mm), lateral and
+    medial views (nilearn, matplotlib engine).
+
+    Args:
+        t1: (X, Y, Z) T1 image in RAS+ voxel order.
+        affine: (4, 4) voxel-to-world matrix of ``t1``.
+        surfaces: hemisphere (``"L"``/``"R"``) → ``{"white", "pial", "midthickness"}`` → Mesh.
+        thickness: hemisphere → (V,) thickness in mm.
+        title: the figure title, e.g. ``"sub-01 surfaces"``.
+
+    Returns:
+        A matplotlib figure; the caller saves and closes it.
+    """
+    from nilearn import plotting
+
+    t1 = np.asarray(t1, dtype=np.float32)
+    affine = np.asarray(affine, dtype=np.float64)
+    hemis = [h for h in ("L", "R") if h in surfaces]
+    if not hemis:
+        raise ValueError("no hemisphere surfaces to draw")
+    # The intersection is computed in voxel indices, so the slice is exactly the displayed
+    # one even for an oblique affine (where a voxel slice is no world plane).
+    voxel_meshes = {
+        (h, kind): surfaces[h][kind].with_vertices(_world_to_voxel(surfaces[h][kind].vertices, affine))
+        for h in hemis
+        for kind in CONTOUR_COLOURS
+    }
+    pial_ijk = np.concatenate([voxel_meshes[(h, "pial")].vertices for h in hemis])
+    centre = 0.5 * (pial_ijk.min(axis=0) + pial_ijk.max(axis=0))
+    centre[0] = voxel_meshes[(hemis[0], "white")].vertices[:, 0].mean()
+    index = [int(np.clip(round(c), 0, s - 1)) for c, s in zip(centre, t1.shape)]
+
+    # A grid of 3 × (surface panels) columns: the three slices and the 2 views per
+    # hemisphere then split the width evenly.
+    n_surface_panels = 2 * len(hemis)
+    fig = plt.figure(figsize=(12, 7.5))
+    grid = fig.add_gridspec(2, 3 * n_surface_panels, height_ratios=(1.2, 1.0))
+    slice_axes = [
+        fig.add_subplot(grid[0, i * n_surface_panels : (i + 1) * n_surface_panels]) for i in range(3)
+    ]
+
+    dx, dy, dz = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    nx, ny, nz = t1.shape
+    low, high = np.percentile(t1, [1, 99.5])
+    # (name, slice axis, plane, aspect, voxel-index → panel (column, row) after np.rot90)
+    views = [
+        ("sagittal", 0, t1[index[0], :, :], dz / dy, lambda p: (p[:, 1], nz - 1 - p[:, 2])),
+        ("coronal", 1, t1[:, index[1], :], dz / dx, lambda p: (p[:, 0], nz - 1 - p[:, 2])),
+        ("axial", 2, t1[:, :, index[2]], dy / dx, lambda p: (p[:, 0], ny - 1 - p[:, 1])),
+    ]
+    for ax, (view, axis, plane, aspect, to_panel) in zip(slice_axes, views):
+        ax.imshow(np.rot90(plane), cmap="gray", vmin=low, vmax=high, aspect=aspect, interpolation="nearest")
+        for kind, colour in CONTOUR_COLOURS.items():
+            segments = np.concatenate(
+                [plane_intersection_segments(voxel_meshes[(h, kind)], axis, index[axis]) for h in hemis]
+            )
+            if not len(segments):
+                continue
+            column, row = to_panel(segments.reshape(-1, 3))
+            panel = np.stack([column, row], axis=1).reshape(-1, 2, 2)
+            ax.add_collection(LineCollection(panel, colors=colour, linewidths=0.6, label=kind))
+        ax.set_xticks([])
+        ax.set_yticks([])
+        world = _voxel_to_world(np.array([index], dtype=np.float64), affine)[0]
+        ax.set_title(f"{view}  {'xyz'[axis]} = {world[axis]:.0f} mm", fontsize=9)
+    slice_axes[0].legend(loc="lower left", fontsize=7, framealpha=0.5)
+
+    cmap = plt.get_cmap("viridis")
+    vmin, vmax = THICKNESS_RANGE_MM
+    for i, (h, view) in enumerate((h, v) for h in hemis for v in ("lateral", "medial")):
+        # Orthographic, so that a lateral or medial view looks exactly along ±x and the
+        # faces turned away from it can be dropped (see _facing_faces).
+        ax = fig.add_subplot(grid[1, 3 * i : 3 * (i + 1)], projection="3d", proj_type="ortho")
+        mesh = surfaces[h]["midthickness"]
+        faces, facing = _facing_faces(mesh, _eye_x(h, view))
+        plotting.plot_surf(
+            (mesh.vertices, faces),
+            surf_map=np.asarray(thickness[h], dtype=np.float64),
+            hemi=_HEMI_NAMES[h],
+            view=view,
+            engine="matplotlib",
+            cmap=cmap,
+            vmin=vmin,
+            vmax=vmax,
+            colorbar=False,
+            axes=ax,
+            figure=fig,
+        )
+        # nilearn fits a cube to the mesh, which squashes a hemisphere 1.5 times longer
+        # than high; give every axis the mesh's own extent so that 1 mm is 1 mm everywhere.
+        centred = mesh.vertices - mesh.vertices.mean(axis=0)  # as nilearn centres it
+        low_mm, high_mm = centred.min(axis=0), centred.max(axis=0)
+        ax.set(xlim=(low_mm[0], high_mm[0]), ylim=(low_mm[1], high_mm[1]), zlim=(low_mm[2], high_mm[2]))
+        ax.set_box_aspect(high_mm - low_mm, zoom=1.1)
+        # nilearn paints flat colours, which hide the folds and any spike or dent in the
+        # mesh; repaint its faces with the same map (the mean of the face's vertices)
+        # darkened by their obliquity to the viewer, as under a headlight. The colours are
+        # recomputed because reading nilearn's back returns them depth-sorted.
+        face_thickness = np.asarray(thickness[h], dtype=np.float64)[faces].mean(axis=1)
+        colours = cmap(np.clip((face_thickness - vmin) / (vmax - vmin), 0.0, 1.0))
+        colours[:, :3] *= (0.35 + 0.65 * facing)[:, None]
+        surface = ax.collections[-1]
+        surface.set_facecolors(colours)
+        surface.set_edgecolors(colours)
+        ax.set_title(f"{h} {view}", fontsize=9)
+    colour_axes = fig.add_axes((0.35, 0.07, 0.3, 0.015))
+    colourbar = fig.colorbar(
+        ScalarMappable(norm=Normalize(vmin, vmax), cmap=cmap),
+        cax=colour_axes,
+        orientation="horizontal",
+    )
+    colourbar.set_label("thickness (mm)", fontsize=8)
+    colourbar.ax.tick_params(labelsize=7)
+    fig.suptitle(title)
+    return fig
+
+
+def _eye_x(hemi: str, view: str) -> float:
+    """The x component (±1) of the direction towards the viewer in nilearn's lateral and
+    medial views (elevation 0, azimuth 0 or 180 degrees)."""
+    lateral_sign = -1.0 if hemi == "L" else 1.0
+    return lateral_sign if view == "lateral" else -lateral_sign
+
+
+def _facing_faces(mesh: Mesh, eye_x: float) -> tuple[np.ndarray, np.ndarray]:
+    """The faces of a closed mesh that face a viewer looking along x, and their facing.
+
+    On a closed surface a face turned away from an orthographic viewer is always hidden
+    behind another, so dropping it changes no pixel; it halves what matplotlib, whose 3D
+    drawing costs per polygon, must sort and draw.
+
+    Returns:
+        (K, 3) int32 faces and (K,) cosine in (0, 1] between their normal and the view.
+    """
+    cosine = face_normals(mesh)[:, 0] * eye_x
+    keep = cosine > 0
+    return mesh.faces[keep], cosine[keep]

@@ -1,0 +1,143 @@
+# Cortical surfaces: tissue segmentation, the fsaverage template carried onto each subject
+# and fitted to its tissue, signed distance volumes of the surfaces on the model grid, QC.
+
+SURF = "results/surfaces/{subdir}/anat/{scan}"
+TEMPLATE = "results/surfaces/template/tpl-fsaverage"
+HEMIS = ["L", "R"]
+
+
+rule surface_template:
+    output:
+        white=expand(f"{TEMPLATE}_hemi-{{hemi}}_white.surf.gii", hemi=HEMIS),
+        pial=expand(f"{TEMPLATE}_hemi-{{hemi}}_pial.surf.gii", hemi=HEMIS),
+        cortex=expand(f"{TEMPLATE}_hemi-{{hemi}}_desc-cortex_mask.shape.gii", hemi=HEMIS),
+        label=f"{TEMPLATE}_desc-tissue_label.nii.gz",
+        mask=f"{TEMPLATE}_desc-tissue_mask.nii.gz",
+    params:
+        hemis=HEMIS,
+        subdivisions=config["surfaces"]["template_subdivisions"],
+        resolution_mm=config["surfaces"]["template_resolution_mm"],
+    log:
+        "logs/surface_template/template.log",
+    benchmark:
+        "results/benchmarks/surface_template/template.tsv"
+    threads: rule_resources("surface_template")["threads"]
+    resources:
+        mem_mb=rule_resources("surface_template")["mem_mb"],
+        runtime=rule_resources("surface_template")["runtime"],
+    conda:
+        "../envs/cortexgen.yaml"
+    script:
+        "../workflow_scripts/surface_template.py"
+
+
+rule segment:
+    input:
+        brain=rules.skullstrip.output.brain,
+        mask=rules.skullstrip.output.mask,
+    output:
+        csf=f"{SURF}_space-{SPACE}_label-CSF_probseg.nii.gz",
+        gm=f"{SURF}_space-{SPACE}_label-GM_probseg.nii.gz",
+        wm=f"{SURF}_space-{SPACE}_label-WM_probseg.nii.gz",
+    params:
+        settings=config["surfaces"]["segment"],
+    log:
+        "logs/segment/{subdir}/{scan}.log",
+    benchmark:
+        "results/benchmarks/segment/{subdir}/{scan}.tsv"
+    threads: rule_resources("segment")["threads"]
+    resources:
+        mem_mb=rule_resources("segment")["mem_mb"],
+        runtime=rule_resources("segment")["runtime"],
+    conda:
+        "../envs/cortexgen.yaml"
+    script:
+        "../workflow_scripts/segment.py"
+
+
+rule surfaces:
+    input:
+        csf=rules.segment.output.csf,
+        gm=rules.segment.output.gm,
+        wm=rules.segment.output.wm,
+        template_white=rules.surface_template.output.white,
+        template_pial=rules.surface_template.output.pial,
+        template_cortex=rules.surface_template.output.cortex,
+        template_label=rules.surface_template.output.label,
+        template_mask=rules.surface_template.output.mask,
+    output:
+        white=expand(f"{SURF}_hemi-{{hemi}}_white.surf.gii", hemi=HEMIS, allow_missing=True),
+        pial=expand(f"{SURF}_hemi-{{hemi}}_pial.surf.gii", hemi=HEMIS, allow_missing=True),
+        midthickness=expand(f"{SURF}_hemi-{{hemi}}_midthickness.surf.gii", hemi=HEMIS, allow_missing=True),
+        thickness=expand(f"{SURF}_hemi-{{hemi}}_thickness.shape.gii", hemi=HEMIS, allow_missing=True),
+    params:
+        hemis=HEMIS,
+        warp=config["surfaces"]["warp"],
+        fit=config["surfaces"]["fit"],
+        max_thickness_mm=config["surfaces"]["max_thickness_mm"],
+    log:
+        "logs/surfaces/{subdir}/{scan}.log",
+    benchmark:
+        "results/benchmarks/surfaces/{subdir}/{scan}.tsv"
+    threads: rule_resources("surfaces")["threads"]
+    resources:
+        mem_mb=rule_resources("surfaces")["mem_mb"],
+        runtime=rule_resources("surfaces")["runtime"],
+    conda:
+        "../envs/cortexgen.yaml"
+    script:
+        "../workflow_scripts/surfaces.py"
+
+
+rule surface_sdf:
+    input:
+        white=rules.surfaces.output.white,
+        pial=rules.surfaces.output.pial,
+        grid=rules.normalize.output.image,
+    output:
+        pial_sdf=f"{SURF}_space-{SPACE}_res-{RES}_desc-pialsdf.nii.gz",
+        white_sdf=f"{SURF}_space-{SPACE}_res-{RES}_desc-whitesdf.nii.gz",
+        ribbon=f"{SURF}_space-{SPACE}_res-{RES}_desc-ribbon_mask.nii.gz",
+    params:
+        clip_mm=config["surfaces"]["sdf_clip_mm"],
+    log:
+        "logs/surface_sdf/{subdir}/{scan}.log",
+    benchmark:
+        "results/benchmarks/surface_sdf/{subdir}/{scan}.tsv"
+    threads: rule_resources("surface_sdf")["threads"]
+    resources:
+        mem_mb=rule_resources("surface_sdf")["mem_mb"],
+        runtime=rule_resources("surface_sdf")["runtime"],
+    conda:
+        "../envs/cortexgen.yaml"
+    script:
+        "../workflow_scripts/surface_sdf.py"
+
+
+rule qc_surfaces:
+    input:
+        brain=scan_file(rules.skullstrip.output.brain),
+        gm=scan_file(rules.segment.output.gm),
+        wm=scan_file(rules.segment.output.wm),
+        white=scan_file(rules.surfaces.output.white),
+        pial=scan_file(rules.surfaces.output.pial),
+        midthickness=scan_file(rules.surfaces.output.midthickness),
+        thickness=scan_file(rules.surfaces.output.thickness),
+        template_cortex=rules.surface_template.output.cortex,
+    output:
+        png="results/qc/{scan}_surfaces.png",
+        tsv="results/qc/{scan}_surfaces.tsv",
+    params:
+        hemis=HEMIS,
+    log:
+        "logs/qc_surfaces/{scan}.log",
+    benchmark:
+        "results/benchmarks/qc_surfaces/{scan}.tsv"
+    threads: rule_resources("qc_surfaces")["threads"]
+    resources:
+        mem_mb=rule_resources("qc_surfaces")["mem_mb"],
+        runtime=rule_resources("qc_surfaces")["runtime"],
+    conda:
+        "../envs/cortexgen.yaml"
+    script:
+        "../workflow_scripts/qc_surfaces.py"

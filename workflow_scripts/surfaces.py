@@ -1,0 +1,49 @@
+"""Rule surfaces: the fsaverage template carried onto the subject and fitted to its tissue."""
+
+from cortexgen.runtime import job_log, limit_threads
+
+limit_threads(snakemake.threads)
+
+import nibabel as nib  # noqa: E402
+import numpy as np  # noqa: E402
+
+from cortexgen.surfaces.extract import extract_surfaces  # noqa: E402
+from cortexgen.surfaces.fit import FitSettings  # noqa: E402
+from cortexgen.surfaces.mesh import load_shape, load_surface, save_shape, save_surface  # noqa: E402
+from cortexgen.surfaces.segment import tissue_from_fractions  # noqa: E402
+from cortexgen.surfaces.template import HemisphereMeshes, SurfaceTemplate  # noqa: E402
+from cortexgen.surfaces.warp import WarpSettings  # noqa: E402
+
+with job_log(snakemake.log[0]) as log:
+    hemis = snakemake.params.hemis
+    template = SurfaceTemplate(
+        hemispheres={
+            hemi: HemisphereMeshes(
+                white=load_surface(snakemake.input.template_white[i]),
+                pial=load_surface(snakemake.input.template_pial[i]),
+                cortex=load_shape(snakemake.input.template_cortex[i]) > 0.5,
+            )
+            for i, hemi in enumerate(hemis)
+        },
+        label=nib.load(snakemake.input.template_label),
+        mask=nib.load(snakemake.input.template_mask),
+    )
+    gm = nib.load(snakemake.input.gm)
+    tissue = tissue_from_fractions(
+        *(nib.load(path).get_fdata(dtype=np.float32) for path in (snakemake.input.csf, snakemake.input.gm, snakemake.input.wm))
+    )
+    surfaces = extract_surfaces(
+        tissue,
+        gm.affine,
+        template,
+        WarpSettings.from_config(snakemake.params.warp),
+        FitSettings.from_config(snakemake.params.fit),
+        snakemake.params.max_thickness_mm,
+    )
+    for i, hemi in enumerate(hemis):
+        result = surfaces[hemi]
+        log.info("hemi-%s: mean thickness %.2f mm over the cortex", hemi, result.thickness[result.cortex].mean())
+        save_surface(result.white, snakemake.output.white[i])
+        save_surface(result.pial, snakemake.output.pial[i])
+        save_surface(result.midthickness, snakemake.output.midthickness[i])
+        save_shape(result.thickness, snakemake.output.thickness[i])
