@@ -57,7 +57,6 @@ def profile_thickness(white: Mesh, tissue: TissueMaps, affine: np.ndarray, max_t
     points = white.vertices[:, None, :] + offsets[None, :, None] * normals[:, None, :]
     gm_wm = sample_at(tissue.gm_wm, affine, points)
     wm = sample_at(tissue.wm, affine, points)
-    rows = np.arange(len(offsets))[None, :]
     # The pial crossing: the first sample below 0.5 (interpolated from the one before it).
     below = gm_wm < 0.5
     below[:, 0] = False
@@ -75,11 +74,9 @@ def profile_thickness(white: Mesh, tissue: TissueMaps, affine: np.ndarray, max_t
     valley_profile = np.where(inside & left_wm, gm_wm, np.inf)
     valley = offsets[np.argmin(valley_profile, axis=1)]
     has_valley = np.isfinite(valley_profile.min(axis=1)) & (valley_profile.min(axis=1) < 0.95)
-    thickness = np.full(len(white.vertices), np.nan)
     glued_half = np.where(np.isfinite(opposite), 0.5 * opposite, np.nan)
     thickness = np.where(has_valley, valley, glued_half)
     thickness = np.where((first_below > 0) & (crossing < np.nan_to_num(opposite, posinf=np.inf)), crossing, thickness)
-    del rows
     return thickness
 
 

@@ -105,7 +105,10 @@ def cohort_run(tmp_path_factory):
     bids = root / "bids"
     paths = _make_bids(bids)
     work = root / "work"
-    result = run_snakemake(work, demo_config(bids_dir=str(bids)), "--cores", "2", "--keep-going")
+    # Preprocessing only: the surface stage has its own workflow test.
+    result = run_snakemake(
+        work, demo_config(bids_dir=str(bids)), "--cores", "2", "--keep-going", "--until", "normalize", "qc_preproc"
+    )
     return work, result, paths, bids
 
 
