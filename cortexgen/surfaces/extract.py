@@ -42,8 +42,8 @@ def smoothed_normals(mesh: Mesh, iterations: int = 3) -> np.ndarray:
     return normals / np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
 
 
-def profile_thickness(white: Mesh, tissue: TissueMaps, affine: np.ndarray, max_thickness_mm: float,
-                      step_mm: float = 0.25) -> np.ndarray:
+def profile_thickness(white: Mesh, normals: np.ndarray, tissue: TissueMaps, affine: np.ndarray,
+                      max_thickness_mm: float, step_mm: float = 0.25) -> np.ndarray:
     """Cortical thickness (V,) mm measured outwards from the white surface along its normals.
 
     Where CSF is visible, the pial surface is where the GM+WM fraction drops below 0.5.
@@ -51,8 +51,8 @@ def profile_thickness(white: Mesh, tissue: TissueMaps, affine: np.ndarray, max_t
     drops; the pial surface is then the bottom of the GM+WM valley between the banks, or
     half-way to the opposite bank's WM if there is no valley at all. NaN where neither is
     found within ``max_thickness_mm`` (filled from the neighbours by the caller).
+    ``normals`` (V, 3) are the unit outward directions measured along (smoothed ones).
     """
-    normals = smoothed_normals(white)
     offsets = np.arange(0.0, max_thickness_mm + 0.5 * step_mm, step_mm)
     points = white.vertices[:, None, :] + offsets[None, :, None] * normals[:, None, :]
     gm_wm = sample_at(tissue.gm_wm, affine, points)
@@ -101,7 +101,8 @@ def fit_hemisphere(white: Mesh, cortex: np.ndarray, tissue: TissueMaps, affine: 
     """
     cortex = np.asarray(cortex, dtype=bool)
     white_fit = fit_to_level(white, tissue.wm, affine, 0.5, settings, frozen=~cortex)
-    measured = profile_thickness(white_fit, tissue, affine, max_thickness_mm)
+    normals = smoothed_normals(white_fit)
+    measured = profile_thickness(white_fit, normals, tissue, affine, max_thickness_mm)
     known = np.isfinite(measured) & cortex
     mean_op = neighbour_mean_operator(white_fit)
     # Fill unmeasured vertices from their neighbours (weighted smoothing), then smooth a little.
@@ -110,7 +111,7 @@ def fit_hemisphere(white: Mesh, cortex: np.ndarray, tissue: TissueMaps, affine: 
     thickness = np.where(known, measured, np.where(weight > 1e-9, filled, 0.0))
     thickness = np.clip(smooth_values(thickness, mean_op, thickness_smoothing), 0.0, max_thickness_mm)
     thickness[~cortex] = 0.0
-    targets = white_fit.vertices + thickness[:, None] * smoothed_normals(white_fit)
+    targets = white_fit.vertices + thickness[:, None] * normals
     pial_vertices = flow_to_targets(white_fit, targets, settings).vertices
     # The flow drags the medial wall a little with the cortex around it; there pial = white.
     pial_vertices[~cortex] = white_fit.vertices[~cortex]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from cortexgen.surfaces.mesh import Mesh, vertex_normals
+from cortexgen.surfaces.mesh import Mesh, vertex_normals, world_to_voxel
 
 
 @dataclass(frozen=True)
@@ -45,16 +45,10 @@ class FitSettings:
         return cls(**section)
 
 
-def world_to_voxel(points: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    """(N, 3) world mm → (3, N) continuous voxel indices of the grid of ``affine``."""
-    inverse = np.linalg.inv(affine)
-    return inverse[:3, :3] @ np.asarray(points, dtype=np.float64).T + inverse[:3, 3:4]
-
-
 def sample_at(volume: np.ndarray, affine: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Trilinear samples of ``volume`` at world points (..., 3); outside the grid reads 0."""
     flat = np.asarray(points, dtype=np.float64).reshape(-1, 3)
-    values = ndimage.map_coordinates(volume, world_to_voxel(flat, affine), order=1, mode="constant", cval=0.0)
+    values = ndimage.map_coordinates(volume, world_to_voxel(flat, affine).T, order=1, mode="constant", cval=0.0)
     return values.reshape(np.shape(points)[:-1])
 
 
@@ -147,18 +141,22 @@ def fit_to_level(
     """
     vertices = mesh.vertices.copy()
     seek = np.ones(len(vertices), dtype=bool) if frozen is None else ~np.asarray(frozen, dtype=bool)
-    max_move = 0.25 * settings.sigma_mm
     for _ in range(settings.iterations):
         normals = vertex_normals(mesh.with_vertices(vertices))
         offsets = boundary_offsets(fraction, affine, vertices, normals, level, settings.search_mm, settings.step_mm)
         found = np.isfinite(offsets) & seek
         moves = np.where(found, settings.rate * np.nan_to_num(offsets), 0.0)[:, None] * normals
-        field = smooth_displacement_field(
-            vertices, moves, found.astype(np.float64), settings.sigma_mm, settings.field_spacing_mm, 3 * settings.sigma_mm
-        )
-        length = np.linalg.norm(field, axis=1, keepdims=True)
-        vertices = vertices + field * np.minimum(1.0, max_move / np.maximum(length, 1e-12))
+        vertices = _flow_step(vertices, moves, found.astype(np.float64), settings)
     return mesh.with_vertices(vertices)
+
+
+def _flow_step(vertices: np.ndarray, moves: np.ndarray, weights: np.ndarray, settings: FitSettings) -> np.ndarray:
+    """One round of the flow: the proposed moves (V, 3) as a smooth field, capped at sigma/4 per vertex."""
+    field = smooth_displacement_field(
+        vertices, moves, weights, settings.sigma_mm, settings.field_spacing_mm, 3 * settings.sigma_mm
+    )
+    length = np.linalg.norm(field, axis=1, keepdims=True)
+    return vertices + field * np.minimum(1.0, 0.25 * settings.sigma_mm / np.maximum(length, 1e-12))
 
 
 def flow_to_targets(mesh: Mesh, targets: np.ndarray, settings: FitSettings, weights: np.ndarray | None = None) -> Mesh:
@@ -170,11 +168,6 @@ def flow_to_targets(mesh: Mesh, targets: np.ndarray, settings: FitSettings, weig
     """
     vertices = mesh.vertices.copy()
     weights = np.ones(len(vertices)) if weights is None else np.asarray(weights, dtype=np.float64)
-    max_move = 0.25 * settings.sigma_mm
     for _ in range(settings.iterations):
-        field = smooth_displacement_field(
-            vertices, targets - vertices, weights, settings.sigma_mm, settings.field_spacing_mm, 3 * settings.sigma_mm
-        )
-        length = np.linalg.norm(field, axis=1, keepdims=True)
-        vertices = vertices + field * np.minimum(1.0, max_move / np.maximum(length, 1e-12))
+        vertices = _flow_step(vertices, targets - vertices, weights, settings)
     return mesh.with_vertices(vertices)

@@ -43,6 +43,17 @@ class Mesh:
         return Mesh(vertices, self.faces)
 
 
+def world_to_voxel(points: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """World mm (N, 3) → continuous voxel indices (N, 3) of the grid of ``affine`` (4, 4)."""
+    inverse = np.linalg.inv(affine)
+    return np.asarray(points, dtype=np.float64) @ inverse[:3, :3].T + inverse[:3, 3]
+
+
+def voxel_to_world(ijk: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """Continuous voxel indices (N, 3) → world mm (N, 3) through ``affine`` (4, 4)."""
+    return np.asarray(ijk, dtype=np.float64) @ affine[:3, :3].T + affine[:3, 3]
+
+
 def face_normals(mesh: Mesh, unit: bool = True) -> np.ndarray:
     """Face normals (F, 3); unnormalised ones have length twice the face area (mm²)."""
     v = mesh.vertices

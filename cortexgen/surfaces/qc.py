@@ -33,6 +33,8 @@ from cortexgen.surfaces.mesh import (  # noqa: E402
     euler_characteristic,
     face_normals,
     vertex_areas,
+    voxel_to_world,
+    world_to_voxel,
 )
 
 #: How far (mm) beyond the mesh's bounding box the isosurface is extracted: a vertex's
@@ -81,7 +83,7 @@ def isosurface_distance(mesh: Mesh, volume: np.ndarray, affine: np.ndarray, leve
     # Only the region around the mesh matters; marching cubes on a whole 1 mm head costs
     # several times more than on one hemisphere's box.
     voxel_mm = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
-    ijk = _world_to_voxel(mesh.vertices, affine)
+    ijk = world_to_voxel(mesh.vertices, affine)
     margin = np.ceil(ISOSURFACE_MARGIN_MM / voxel_mm).astype(int)
     low = np.clip(np.floor(ijk.min(axis=0)).astype(int) - margin, 0, None)
     high = np.minimum(np.ceil(ijk.max(axis=0)).astype(int) + margin + 1, volume.shape)
@@ -94,20 +96,9 @@ def isosurface_distance(mesh: Mesh, volume: np.ndarray, affine: np.ndarray, leve
         )
     iso_ijk, iso_faces, _, _ = marching_cubes(crop, level=level)
     # marching_cubes answers in the crop's voxel indices: shift back, then map to world mm.
-    iso_world = _voxel_to_world(iso_ijk.astype(np.float64) + low, affine)
+    iso_world = voxel_to_world(iso_ijk.astype(np.float64) + low, affine)
     sq_dist, _, _ = igl.point_mesh_squared_distance(mesh.vertices, iso_world, iso_faces.astype(np.int64))
     return np.sqrt(sq_dist)
-
-
-def _world_to_voxel(points: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    """World mm (N, 3) to continuous voxel indices (N, 3)."""
-    inverse = np.linalg.inv(affine)
-    return points @ inverse[:3, :3].T + inverse[:3, 3]
-
-
-def _voxel_to_world(ijk: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    """Continuous voxel indices (N, 3) to world mm (N, 3)."""
-    return ijk @ affine[:3, :3].T + affine[:3, 3]
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -323,7 +314,7 @@ def surface_qc_figure(
     # The intersection is computed in voxel indices, so the slice is exactly the displayed
     # one even for an oblique affine (where a voxel slice is no world plane).
     voxel_meshes = {
-        (h, kind): surfaces[h][kind].with_vertices(_world_to_voxel(surfaces[h][kind].vertices, affine))
+        (h, kind): surfaces[h][kind].with_vertices(world_to_voxel(surfaces[h][kind].vertices, affine))
         for h in hemis
         for kind in CONTOUR_COLOURS
     }
@@ -363,7 +354,7 @@ def surface_qc_figure(
             ax.add_collection(LineCollection(panel, colors=colour, linewidths=0.6, label=kind))
         ax.set_xticks([])
         ax.set_yticks([])
-        world = _voxel_to_world(np.array([index], dtype=np.float64), affine)[0]
+        world = voxel_to_world(np.array([index], dtype=np.float64), affine)[0]
         ax.set_title(f"{view}  {'xyz'[axis]} = {world[axis]:.0f} mm", fontsize=9)
     slice_axes[0].legend(loc="lower left", fontsize=7, framealpha=0.5)
 

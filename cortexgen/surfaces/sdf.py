@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from cortexgen.surfaces.mesh import Mesh
+from cortexgen.surfaces.mesh import Mesh, world_to_voxel
 
 #: |winding number| above which a point is inside a closed mesh (exactly 1 inside, 0 outside).
 INSIDE_WINDING = 0.5
@@ -78,9 +78,7 @@ def sample_volume(volume: np.ndarray, affine: np.ndarray, points: np.ndarray, or
     Returns:
         (N,) float64.
     """
-    points = _points(points)
-    world_to_voxel = np.linalg.inv(_affine(affine))
-    ijk = points @ world_to_voxel[:3, :3].T + world_to_voxel[:3, 3]
+    ijk = world_to_voxel(_points(points), _affine(affine))
     return ndimage.map_coordinates(np.asarray(volume, dtype=np.float64), ijk.T, order=order, mode="nearest")
 
 

@@ -14,8 +14,11 @@ from dataclasses import dataclass, field
 
 import nibabel as nib
 import numpy as np
+from scipy import ndimage
 
 from cortexgen.preprocess.convert import nib_to_ants
+from cortexgen.surfaces.mesh import world_to_voxel
+from cortexgen.surfaces.sdf import grid_points
 
 
 @dataclass(frozen=True)
@@ -55,21 +58,13 @@ class PointWarp:
     affine: np.ndarray
 
     def map(self, points: np.ndarray) -> np.ndarray:
-        from cortexgen.surfaces.fit import world_to_voxel
-        from scipy import ndimage
-
         points = np.asarray(points, dtype=np.float64)
-        coords = world_to_voxel(points, self.affine)
+        coords = world_to_voxel(points, self.affine).T
         shift = np.stack(
             [ndimage.map_coordinates(self.displacement[..., k], coords, order=1, mode="nearest") for k in range(3)],
             axis=1,
         )
         return points + shift
-
-
-def identity_warp(reference: nib.Nifti1Image) -> PointWarp:
-    """The mapping that leaves every point where it is, on the grid of ``reference``."""
-    return PointWarp(np.zeros(reference.shape[:3] + (3,), dtype=np.float32), reference.affine.copy())
 
 
 def register_labels(
@@ -112,7 +107,7 @@ def register_labels(
     transforms = registration["fwdtransforms"]
     try:
         grid = ants.to_nibabel_nifti(fixed_coarse)
-        centres = _grid_points(grid.shape[:3], grid.affine)
+        centres = grid_points(grid.shape[:3], grid.affine)
         mapped = _apply_to_points(centres, transforms)
     finally:
         for path in set(registration["fwdtransforms"]) | set(registration["invtransforms"]):
@@ -120,12 +115,6 @@ def register_labels(
                 os.remove(path)
     displacement = (mapped - centres).reshape(grid.shape[:3] + (3,)).astype(np.float32)
     return PointWarp(displacement, grid.affine.copy())
-
-
-def _grid_points(shape: tuple[int, int, int], affine: np.ndarray) -> np.ndarray:
-    """World coordinates (N, 3) of every voxel centre, C order."""
-    index = np.indices(shape, dtype=np.float64).reshape(3, -1)
-    return (affine[:3, :3] @ index + affine[:3, 3:4]).T
 
 
 def _apply_to_points(points_ras: np.ndarray, transforms: list[str]) -> np.ndarray:
