@@ -107,7 +107,7 @@ def cohort_run(tmp_path_factory):
     work = root / "work"
     # Preprocessing only: the surface stage has its own workflow test.
     result = run_snakemake(
-        work, demo_config(bids_dir=str(bids)), "--cores", "2", "--keep-going", "--until", "normalize", "qc_preproc"
+        work, demo_config(bids_dir=str(bids)), "--cores", "2", "--keep-going", "--until", "qc_preproc"
     )
     return work, result, paths, bids
 
