@@ -75,6 +75,7 @@ rule surfaces:
         warp=config["surfaces"]["warp"],
         fit=config["surfaces"]["fit"],
         max_thickness_mm=config["surfaces"]["max_thickness_mm"],
+        repair=config["surfaces"]["repair_self_intersections"],
     log:
         "logs/surfaces/{subdir}/{scan}.log",
     benchmark:

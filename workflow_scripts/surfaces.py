@@ -39,6 +39,7 @@ with job_log(snakemake.log[0]) as log:
         WarpSettings.from_config(snakemake.params.warp),
         FitSettings.from_config(snakemake.params.fit),
         snakemake.params.max_thickness_mm,
+        repair=snakemake.params.repair,
     )
     for i, hemi in enumerate(hemis):
         result = surfaces[hemi]

@@ -34,11 +34,11 @@ class FitSettings:
     """
 
     search_mm: float = 3.0
-    step_mm: float = 0.25
+    step_mm: float = 0.5
     iterations: int = 30
     rate: float = 0.5
-    sigma_mm: float = 1.0
-    field_spacing_mm: float = 1.0
+    sigma_mm: float = 3.0
+    field_spacing_mm: float = 2.0
 
     @classmethod
     def from_config(cls, section: dict) -> FitSettings:
@@ -77,15 +77,19 @@ def boundary_offsets(
 
 def smooth_displacement_field(
     points: np.ndarray, moves: np.ndarray, weights: np.ndarray, sigma_mm: float, spacing_mm: float,
-    margin_mm: float, max_gradient: float = 0.5,
+    margin_mm: float, max_step_mm: float, max_gradient: float = 0.5,
 ) -> np.ndarray:
     """A smooth, invertible displacement field from scattered moves, sampled back at ``points``.
 
     Moves (N, 3) mm at ``points`` (N, 3) with ``weights`` (N,) are splatted onto a grid of
     ``spacing_mm`` and blurred by a Gaussian of ``sigma_mm`` (normalised convolution: a
-    weighted local mean of the moves). The field is then scaled down, if needed, until
-    its largest Jacobian norm is ``max_gradient``: x → x + u(x) with ‖∇u‖ < 1 is one-to-one,
-    so no two parts of the mesh can be moved through each other.
+    weighted local mean of the moves). Each grid vector is then shortened to at most
+    ``max_step_mm`` (a projection onto a ball, which never steepens the field) and the field
+    is scaled down *locally* wherever its Jacobian norm exceeds ``max_gradient``: the scale is
+    the smallest needed within 2 sigma, blurred by sigma, so it varies slowly (its own
+    gradient adds at most about 0.4 * max_step_mm / sigma_mm). x → x + u(x) with ‖∇u‖ < 1 is
+    one-to-one, so no two parts of the mesh can be moved through each other, while regions
+    away from a collision (e.g. two banks of a sulcus meeting) keep moving at full speed.
 
     Returns:
         (N, 3) field values (mm) at ``points``.
@@ -100,15 +104,21 @@ def smooth_displacement_field(
     weight_grid = ndimage.gaussian_filter(np.bincount(flat, weights, size).reshape(shape), sigma_vox)
     # Far from every proposing vertex the local mean is meaningless: fade it out there.
     support = weight_grid / (weight_grid + 0.05 * weight_grid.max() + 1e-12)
-    components = []
-    for axis in range(3):
-        component = np.bincount(flat, weights * moves[:, axis], size).reshape(shape)
-        components.append(support * ndimage.gaussian_filter(component, sigma_vox) / np.maximum(weight_grid, 1e-12))
-    gradient_sq = sum(np.square(g) for c in components for g in np.gradient(c, spacing_mm))
-    scale = min(1.0, max_gradient / max(float(np.sqrt(gradient_sq.max())), 1e-12))
-    return scale * np.stack(
-        [ndimage.map_coordinates(c, index.T, order=1, mode="nearest") for c in components], axis=1
-    )
+    field = np.stack([
+        support * ndimage.gaussian_filter(np.bincount(flat, weights * moves[:, axis], size).reshape(shape), sigma_vox)
+        / np.maximum(weight_grid, 1e-12)
+        for axis in range(3)
+    ])
+    length = np.sqrt(np.sum(np.square(field), axis=0))
+    field *= np.minimum(1.0, max_step_mm / np.maximum(length, 1e-12))
+    gradient_norm = np.sqrt(sum(np.square(g) for component in field for g in np.gradient(component, spacing_mm)))
+    scale = np.minimum(1.0, max_gradient / np.maximum(gradient_norm, 1e-12))
+    # A Gaussian truncated at 2 sigma never lifts a 2-sigma minimum above the local need.
+    reach = int(np.ceil(2 * sigma_vox))
+    scale = ndimage.minimum_filter(scale, size=2 * reach + 1, mode="nearest")
+    scale = ndimage.gaussian_filter(scale, sigma_vox, mode="nearest", truncate=2.0)
+    field *= scale
+    return np.stack([ndimage.map_coordinates(c, index.T, order=1, mode="nearest") for c in field], axis=1)
 
 
 def fit_to_level(
@@ -151,12 +161,11 @@ def fit_to_level(
 
 
 def _flow_step(vertices: np.ndarray, moves: np.ndarray, weights: np.ndarray, settings: FitSettings) -> np.ndarray:
-    """One round of the flow: the proposed moves (V, 3) as a smooth field, capped at sigma/4 per vertex."""
-    field = smooth_displacement_field(
-        vertices, moves, weights, settings.sigma_mm, settings.field_spacing_mm, 3 * settings.sigma_mm
+    """One round of the flow: the proposed moves (V, 3) as a smooth field of at most sigma/4 per round."""
+    return vertices + smooth_displacement_field(
+        vertices, moves, weights, settings.sigma_mm, settings.field_spacing_mm, 3 * settings.sigma_mm,
+        max_step_mm=0.25 * settings.sigma_mm,
     )
-    length = np.linalg.norm(field, axis=1, keepdims=True)
-    return vertices + field * np.minimum(1.0, 0.25 * settings.sigma_mm / np.maximum(length, 1e-12))
 
 
 def flow_to_targets(mesh: Mesh, targets: np.ndarray, settings: FitSettings, weights: np.ndarray | None = None) -> Mesh:

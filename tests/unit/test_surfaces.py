@@ -6,7 +6,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from cortexgen.surfaces.extract import extract_surfaces, fit_hemisphere
+from cortexgen.surfaces.extract import extract_surfaces, fit_hemisphere, repair_self_intersections
 from cortexgen.surfaces.fit import FitSettings, fit_to_level
 from cortexgen.surfaces.mesh import Mesh, count_self_intersections, euler_characteristic, icosphere
 from cortexgen.surfaces.segment import segment_tissue, tissue_from_fractions, tissue_from_label
@@ -129,6 +129,24 @@ def known_warp(points: np.ndarray) -> np.ndarray:
         [1.06 * x + 1.5 + 1.0 * np.sin(y / 12.0), 0.95 * y - 1.0 + 0.8 * np.sin(z / 10.0), z + 1.0 * np.cos(x / 14.0)],
         axis=1,
     )
+
+
+def test_repair_removes_self_intersections_and_keeps_vertex_order():
+    sphere = icosphere(3, radius=20.0)
+    # Push one vertex through the sphere to the far side: its six faces cut the opposite cap.
+    vertices = sphere.vertices.copy()
+    vertices[0] *= -1.1
+    dented = sphere.with_vertices(vertices)
+    assert count_self_intersections(dented) > 0
+    repaired = repair_self_intersections(dented, reference=sphere)
+    assert count_self_intersections(repaired) == 0
+    assert np.array_equal(repaired.faces, sphere.faces)
+    assert euler_characteristic(repaired) == 2
+    # Only the defect moves: vertices far from both the dent and where it came through stay put.
+    far = np.abs(sphere.vertices[:, 0] / 20.0) < 0.5
+    assert np.abs(repaired.vertices[far] - vertices[far]).max() < 1e-6
+    # A mesh without defects comes back unchanged.
+    assert repair_self_intersections(sphere) is sphere
 
 
 def test_correspondence_follows_a_known_warp():

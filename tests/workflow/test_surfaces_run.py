@@ -1,0 +1,72 @@
+"""The surface stage run for real on one embedded ds000022 head, at reduced mesh density."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from cortexgen.surfaces.mesh import euler_characteristic, load_shape, load_surface
+from cortexgen.surfaces.sdf import sample_volume
+from tests.conftest import DEMO_BIDS, demo_config, run_snakemake
+
+pytestmark = pytest.mark.slow
+SUB = "sub-01"
+
+
+@pytest.fixture(scope="module")
+def surface_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("surface_run")
+    bids = root / "bids"
+    shutil.copytree(DEMO_BIDS / SUB, bids / SUB)
+    shutil.copy(DEMO_BIDS / "dataset_description.json", bids / "dataset_description.json")
+    config = demo_config(bids_dir=str(bids))
+    # fsaverage5 density (10242 vertices per hemisphere) keeps CI fast; the fit is the default one.
+    config["surfaces"]["template_subdivisions"] = 0
+    work = root / "work"
+    result = run_snakemake(work, config, "--cores", "2", "--until", "surface_sdf", "qc_surfaces")
+    return work, result
+
+
+def test_surfaces_sdf_and_qc_are_written(surface_run):
+    work, result = surface_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    anat = work / "results" / "surfaces" / SUB / "anat"
+    for hemi in ("L", "R"):
+        white = load_surface(anat / f"{SUB}_hemi-{hemi}_white.surf.gii")
+        pial = load_surface(anat / f"{SUB}_hemi-{hemi}_pial.surf.gii")
+        thickness = load_shape(anat / f"{SUB}_hemi-{hemi}_thickness.shape.gii")
+        assert len(white.vertices) == len(pial.vertices) == len(thickness) == 10242
+        assert euler_characteristic(white) == euler_characteristic(pial) == 2
+        cortex = thickness > 0
+        # A human cortex, measured in the (affinely enlarged) MNI space: 2-3.2 mm on average.
+        assert 2.0 < thickness[cortex].mean() < 3.2
+        # Left hemisphere on the left (x < 0) of the MNI space, and vice versa.
+        assert np.sign(white.vertices[:, 0].mean()) == (-1 if hemi == "L" else 1)
+    pial_sdf = nib.load(anat / f"{SUB}_space-MNIColin27_res-84x128x84_desc-pialsdf.nii.gz")
+    assert pial_sdf.shape == (84, 128, 84)
+    # The SDF's zero level is the mesh: its vertices read ~0 (half the smallest voxel edge).
+    values = sample_volume(pial_sdf.get_fdata(), pial_sdf.affine, pial.vertices)
+    assert np.median(np.abs(values)) < 0.85
+    ribbon = nib.load(anat / f"{SUB}_space-MNIColin27_res-84x128x84_desc-ribbon_mask.nii.gz").get_fdata()
+    # The cortical ribbon of a brain is roughly 400-700 mL; at 2.155 x 1.695 x 2.155 mm voxels.
+    ribbon_ml = ribbon.sum() * 2.155 * 1.695 * 2.155 / 1000
+    assert 300 < ribbon_ml < 900
+
+
+def test_surface_qc_table(surface_run):
+    work, result = surface_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(work / "results" / "qc" / f"{SUB}_surfaces.tsv") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    assert [row["hemi"] for row in rows] == ["L", "R"]
+    for row in rows:
+        assert int(row["euler_characteristic_white"]) == int(row["euler_characteristic_pial"]) == 2
+        # Repaired: no self-intersections left.
+        assert int(row["self_intersections_white"]) == int(row["self_intersections_pial"]) == 0
+        assert float(row["white_to_wm_mm"]) < 1.5
+        assert float(row["pial_to_gmwm_mm"]) < 2.5
+    assert (work / "results" / "qc" / f"{SUB}_surfaces.png").stat().st_size > 20_000
