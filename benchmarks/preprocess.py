@@ -21,50 +21,13 @@ import os
 import platform
 import statistics
 import sys
-import threading
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from cortexgen.runtime import limit_threads  # noqa: E402
-
-
-class PeakRSS:
-    """Peak resident memory (MB) of this process while a block runs, sampled every 20 ms."""
-
-    def __init__(self):
-        import psutil
-
-        self.process = psutil.Process()
-        self.peak_mb = 0.0
-
-    def _sample(self):
-        while not self._stop.is_set():
-            self.peak_mb = max(self.peak_mb, self.process.memory_info().rss / 2**20)
-            self._stop.wait(0.02)
-
-    def __enter__(self):
-        self._stop = threading.Event()
-        self.peak_mb = self.process.memory_info().rss / 2**20
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-
-def timed(record: dict, name: str, function, *args, **kwargs):
-    """Run ``function``; store its seconds and peak RSS under ``record[name]``."""
-    with PeakRSS() as memory:
-        start = time.perf_counter()
-        result = function(*args, **kwargs)
-        seconds = time.perf_counter() - start
-    record[name] = {"seconds": round(seconds, 2), "peak_rss_mb": round(memory.peak_mb, 1)}
-    return result
+from benchmarks.measure import timed
+from cortexgen.runtime import limit_threads
 
 
 def ants_default_affine(moving, template):
