@@ -22,16 +22,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.cm import ScalarMappable  # noqa: E402
 from matplotlib.collections import LineCollection  # noqa: E402
-from matplotlib.colors import Normalize  # noqa: E402
 
 from cortexgen.io import atomic_output  # noqa: E402
+from cortexgen.plotting import HEMI_NAMES, THICKNESS_RANGE_MM, colour_bar, draw_surface  # noqa: E402
 from cortexgen.surfaces.mesh import (  # noqa: E402
     Mesh,
     count_self_intersections,
     euler_characteristic,
-    face_normals,
     vertex_areas,
     voxel_to_world,
     world_to_voxel,
@@ -41,12 +39,9 @@ from cortexgen.surfaces.mesh import (  # noqa: E402
 #: nearest isosurface point lies within its distance to it, and any surface worth keeping
 #: is far closer than this to its tissue boundary.
 ISOSURFACE_MARGIN_MM = 5.0
-#: Colour scale of the thickness maps (mm): the range of a human cortex.
-THICKNESS_RANGE_MM = (0.0, 5.0)
 #: Contour colours of the figure (white surface yellow, pial red, as in freeview).
 CONTOUR_COLOURS = {"white": "yellow", "pial": "red"}
 
-_HEMI_NAMES = {"L": "left", "R": "right"}
 
 
 # ----------------------------------------------------------------------------- distances
@@ -72,9 +67,8 @@ def isosurface_distance(mesh: Mesh, volume: np.ndarray, affine: np.ndarray, leve
         ValueError: when the volume does not cross ``level`` near the mesh (no boundary to
             measure against: a wrong map or a surface in the wrong place).
     """
-    from skimage.measure import marching_cubes
-
     import igl
+    from skimage.measure import marching_cubes
 
     volume = np.asarray(volume)
     affine = np.asarray(affine, dtype=np.float64)
@@ -174,7 +168,7 @@ def surface_qc(
         ValueError: on an unknown hemisphere, surfaces or per-vertex arrays of different
             lengths, an empty cortex mask, or a map that has no boundary near a surface.
     """
-    if hemi not in _HEMI_NAMES:
+    if hemi not in HEMI_NAMES:
         raise ValueError(f"hemi must be 'L' or 'R', got {hemi!r}")
     n = len(white.vertices)
     thickness = np.asarray(thickness, dtype=np.float64).ravel()
@@ -211,10 +205,12 @@ def surface_qc(
     )
 
 
-def write_qc_tsv(rows: list[SurfaceQC], path: str | Path) -> None:
-    """Write the QC table atomically: a header of the :class:`SurfaceQC` field names, then
-    one tab-separated row per subject-hemisphere, floats with 4 decimals."""
-    names = [field.name for field in dataclasses.fields(SurfaceQC)]
+def write_qc_tsv(rows: list, path: str | Path) -> None:
+    """Write a QC table atomically: a header of the rows' dataclass field names (e.g.
+    :class:`SurfaceQC`), then one tab-separated row each, floats with 4 decimals."""
+    if not rows:
+        raise ValueError(f"no QC rows to write to {path}")
+    names = [field.name for field in dataclasses.fields(rows[0])]
     lines = ["\t".join(names)]
     for row in rows:
         lines.append("\t".join(_format_cell(getattr(row, name)) for name in names))
@@ -304,8 +300,6 @@ def surface_qc_figure(
     Returns:
         A matplotlib figure; the caller saves and closes it.
     """
-    from nilearn import plotting
-
     t1 = np.asarray(t1, dtype=np.float32)
     affine = np.asarray(affine, dtype=np.float64)
     hemis = [h for h in ("L", "R") if h in surfaces]
@@ -361,70 +355,10 @@ def surface_qc_figure(
     cmap = plt.get_cmap("viridis")
     vmin, vmax = THICKNESS_RANGE_MM
     for i, (h, view) in enumerate((h, v) for h in hemis for v in ("lateral", "medial")):
-        # Orthographic, so that a lateral or medial view looks exactly along ±x and the
-        # faces turned away from it can be dropped (see _facing_faces).
         ax = fig.add_subplot(grid[1, 3 * i : 3 * (i + 1)], projection="3d", proj_type="ortho")
-        mesh = surfaces[h]["midthickness"]
-        faces, facing = _facing_faces(mesh, _eye_x(h, view))
-        plotting.plot_surf(
-            (mesh.vertices, faces),
-            surf_map=np.asarray(thickness[h], dtype=np.float64),
-            hemi=_HEMI_NAMES[h],
-            view=view,
-            engine="matplotlib",
-            cmap=cmap,
-            vmin=vmin,
-            vmax=vmax,
-            colorbar=False,
-            axes=ax,
-            figure=fig,
-        )
-        # nilearn fits a cube to the mesh, which squashes a hemisphere 1.5 times longer
-        # than high; give every axis the mesh's own extent so that 1 mm is 1 mm everywhere.
-        centred = mesh.vertices - mesh.vertices.mean(axis=0)  # as nilearn centres it
-        low_mm, high_mm = centred.min(axis=0), centred.max(axis=0)
-        ax.set(xlim=(low_mm[0], high_mm[0]), ylim=(low_mm[1], high_mm[1]), zlim=(low_mm[2], high_mm[2]))
-        ax.set_box_aspect(high_mm - low_mm, zoom=1.1)
-        # nilearn paints flat colours, which hide the folds and any spike or dent in the
-        # mesh; repaint its faces with the same map (the mean of the face's vertices)
-        # darkened by their obliquity to the viewer, as under a headlight. The colours are
-        # recomputed because reading nilearn's back returns them depth-sorted.
-        face_thickness = np.asarray(thickness[h], dtype=np.float64)[faces].mean(axis=1)
-        colours = cmap(np.clip((face_thickness - vmin) / (vmax - vmin), 0.0, 1.0))
-        colours[:, :3] *= (0.35 + 0.65 * facing)[:, None]
-        surface = ax.collections[-1]
-        surface.set_facecolors(colours)
-        surface.set_edgecolors(colours)
+        # Every face drawn: a QC figure must show the spikes and dents of the fitted mesh.
+        draw_surface(ax, surfaces[h]["midthickness"], thickness[h], h, view, cmap, vmin, vmax, max_faces=None)
         ax.set_title(f"{h} {view}", fontsize=9)
-    colour_axes = fig.add_axes((0.35, 0.07, 0.3, 0.015))
-    colourbar = fig.colorbar(
-        ScalarMappable(norm=Normalize(vmin, vmax), cmap=cmap),
-        cax=colour_axes,
-        orientation="horizontal",
-    )
-    colourbar.set_label("thickness (mm)", fontsize=8)
-    colourbar.ax.tick_params(labelsize=7)
+    colour_bar(fig, cmap, vmin, vmax, "thickness (mm)", position=(0.35, 0.07, 0.3, 0.015))
     fig.suptitle(title)
     return fig
-
-
-def _eye_x(hemi: str, view: str) -> float:
-    """The x component (±1) of the direction towards the viewer in nilearn's lateral and
-    medial views (elevation 0, azimuth 0 or 180 degrees)."""
-    lateral_sign = -1.0 if hemi == "L" else 1.0
-    return lateral_sign if view == "lateral" else -lateral_sign
-
-
-def _facing_faces(mesh: Mesh, eye_x: float) -> tuple[np.ndarray, np.ndarray]:
-    """The faces of a closed mesh that face a viewer looking along x, and their facing.
-
-    On a closed surface a face turned away from an orthographic viewer is always hidden
-    behind another, so dropping it changes no pixel; it halves what matplotlib, whose 3D
-    drawing costs per polygon, must sort and draw.
-
-    Returns:
-        (K, 3) int32 faces and (K,) cosine in (0, 1] between their normal and the view.
-    """
-    cosine = face_normals(mesh)[:, 0] * eye_x
-    keep = cosine > 0
-    return mesh.faces[keep], cosine[keep]
