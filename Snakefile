@@ -2,7 +2,7 @@
 #
 #   snakemake --cores all                      # the embedded demo
 #   snakemake --profile profiles/slurm         # on a SLURM cluster
-#   snakemake --until normalize --cores all    # stop after a stage (or surface_sdf)
+#   snakemake --until normalize --cores all    # stop after a stage (or surface_sdf, make_shape)
 #   snakemake --dry-run                        # show what would run
 
 import sys
@@ -26,6 +26,7 @@ validate(config, "config/schema.yaml")
 include: "rules/common.smk"
 include: "rules/preprocess.smk"
 include: "rules/surfaces.smk"
+include: "rules/shape_model.smk"
 
 
 rule all:
@@ -33,3 +34,4 @@ rule all:
     input:
         preprocess_targets(),
         surface_targets(),
+        shape_model_targets(),

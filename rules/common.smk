@@ -97,3 +97,84 @@ def surface_targets():
         + scan_paths(rules.qc_surfaces.output.png)
         + scan_paths(rules.qc_surfaces.output.tsv)
     )
+
+
+# Subjects held out of every model (shape model, generators) for evaluation; see config 'split'.
+from cortexgen.split import split_subjects
+
+SPLIT = split_subjects(
+    [f"sub-{scan.subject}" for scan in SCANS.values()],
+    config["split"]["held_out"],
+    config["split"]["held_out_fraction"],
+    config["split"]["seed"],
+)
+TRAIN_SCANS = [scan for scan in SCANS.values() if f"sub-{scan.subject}" in SPLIT.train]
+
+
+def train_scan_paths(pattern):
+    """``pattern`` for every scan of a training subject."""
+    return [format_scan(pattern, scan) for scan in TRAIN_SCANS]
+
+
+def shape_model_targets():
+    """Both hemispheres' shape models with their quality, every new cortex, and the shapes' QC.
+
+    Called after rules/shape_model.smk is included, so the paths are the rules' own.
+    """
+    per_hemi = [rules.fit_shape_model.output.model] + list(rules.shape_model_quality.output)
+    return (
+        [pattern.format(hemi=hemi) for pattern in per_hemi for hemi in HEMIS]
+        + [str(path) for path in rules.qc_shapes.output]
+    )
+
+
+# Shape model (rules/shape_model.smk): the new cortices the config asks for, and input functions.
+
+
+def shape_specs():
+    """Every new cortex the config asks for: {shape id: spec} (see cortexgen/shape/synthesis.py).
+
+    Ids are file-name labels: sample0001, interp01to02w050 (subject labels, weight in %),
+    atrophy01.
+    """
+    settings = config["shape_model"]
+    specs = {}
+    for index in range(1, settings["samples"]["n"] + 1):
+        specs[f"sample{index:04d}"] = {"kind": "sample", "index": index, "seed": settings["samples"]["seed"],
+                                       "truncation": settings["samples"]["truncation"]}
+    interpolation = settings["interpolation"]
+    # By default between the first two training subjects (none if there are fewer).
+    pairs = interpolation["pairs"] or ([list(SPLIT.train[:2])] if len(SPLIT.train) >= 2 else [])
+    weights = [(k + 1) / (interpolation["steps"] + 1) for k in range(interpolation["steps"])]
+    for pair in pairs:
+        ends = [name if str(name).startswith("sub-") else f"sub-{name}" for name in pair]
+        unknown = [name for name in ends if name not in SPLIT.train + SPLIT.held_out]
+        if unknown:
+            raise ValueError(f"shape_model.interpolation.pairs: {unknown} not in the dataset")
+        for weight in weights:
+            label = f"interp{ends[0][4:]}to{ends[1][4:]}w{round(100 * weight):03d}"
+            specs[label] = {"kind": "interpolation", "from": ends[0], "to": ends[1], "weight": weight,
+                            "method": interpolation["method"]}
+    for index, atrophy in enumerate(settings["atrophy"], start=1):
+        specs[f"atrophy{index:02d}"] = {"kind": "atrophy", **atrophy}
+    return specs
+
+
+def hemi_file(pattern):
+    """Input function: one hemisphere's file of every training scan (``pattern`` is a per-hemi list)."""
+    return lambda wildcards: train_scan_paths(pattern[HEMIS.index(wildcards.hemi)])
+
+
+def interpolation_endpoints(wildcards):
+    """The two subjects' midthickness and thickness files of an interpolation (none otherwise)."""
+    spec = SHAPE_SPECS[wildcards.shape]
+    if spec["kind"] != "interpolation":
+        return {}
+    scans = {f"sub-{scan.subject}": scan for scan in SCANS.values()}
+    files = {}
+    for end in ("from", "to"):
+        scan = scans[spec[end]]
+        for i, hemi in enumerate(HEMIS):
+            files[f"{end}_{hemi}_mid"] = format_scan(rules.surfaces.output.midthickness[i], scan)
+            files[f"{end}_{hemi}_thickness"] = format_scan(rules.surfaces.output.thickness[i], scan)
+    return files

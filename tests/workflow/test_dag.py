@@ -13,6 +13,8 @@ from tests.conftest import DEMO_BIDS, REPO, demo_config, requires_shared, DS0000
 
 PREPROC_RULES = ["denoise", "n4", "mni_affine", "skullstrip", "normalize", "qc_preproc"]
 SURFACE_RULES = ["segment", "surfaces", "surface_sdf", "qc_surfaces"]
+# The demo config: 2 samples, 1 interpolation, 1 atrophy; one model (and quality) per hemisphere.
+SHAPE_JOBS = {"fit_shape_model": 2, "shape_model_quality": 2, "make_shape": 4, "qc_shapes": 1}
 
 
 def job_counts(stdout: str) -> dict[str, int]:
@@ -35,8 +37,12 @@ def test_full_dag_dry_run_schedules_every_step_per_subject(tmp_path):
     assert n_demo == 3
     per_subject = PREPROC_RULES + SURFACE_RULES
     assert counts == {
-        **{rule: n_demo for rule in per_subject}, "surface_template": 1, "all": 1, "total": len(per_subject) * n_demo + 2
+        **{rule: n_demo for rule in per_subject}, **SHAPE_JOBS, "surface_template": 1, "all": 1,
+        "total": len(per_subject) * n_demo + 2 + sum(SHAPE_JOBS.values()),
     }
+    for shape in ("sample0001", "sample0002", "atrophy01"):
+        assert f"results/shapes/{shape}/{shape}_space-MNIColin27_res-84x128x84_desc-pialsdf.nii.gz" in result.stdout
+    assert "results/shape_model/hemi-L_ssm.npz" in result.stdout
     assert "results/surfaces/sub-01/anat/sub-01_hemi-L_white.surf.gii" in result.stdout
     assert "results/surfaces/sub-01/anat/sub-01_space-MNIColin27_res-84x128x84_desc-pialsdf.nii.gz" in result.stdout
     assert "results/preproc/sub-01/anat/sub-01_space-MNIColin27_res-84x128x84_desc-preproc_T1w.nii.gz" in result.stdout
@@ -56,6 +62,23 @@ def test_until_surface_sdf_skips_qc_and_template_runs_once(tmp_path):
     assert counts["surface_template"] == 1
     assert counts["surface_sdf"] == counts["surfaces"] == counts["segment"] == 3
     assert "qc_surfaces" not in counts and "qc_preproc" not in counts
+
+
+def test_shape_model_trains_on_the_training_split_only(tmp_path):
+    config = demo_config()
+    config["split"] = {"held_out": ["02"], "held_out_fraction": 0.25, "seed": 0}
+    result = run_snakemake(tmp_path, config, "--dry-run", "--until", "fit_shape_model")
+    assert result.returncode == 0, result.stderr
+    assert job_counts(result.stdout)["fit_shape_model"] == 2
+    blocks = [block for block in result.stdout.split("rule ") if block.startswith("fit_shape_model:")]
+    assert len(blocks) == 2
+    for block in blocks:
+        inputs = next(line for line in block.splitlines() if line.strip().startswith("input:"))
+        assert "sub-01_hemi-" in inputs and "sub-03_hemi-" in inputs
+        assert "sub-02" not in inputs
+    # The interpolation runs between the first two training subjects.
+    result = run_snakemake(tmp_path, config, "--dry-run")
+    assert "results/shapes/interp01to03w050/" in result.stdout
 
 
 def test_sessions_and_participant_filter(tmp_path):

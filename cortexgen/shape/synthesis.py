@@ -1,0 +1,162 @@
+"""New cortices as surfaces: a model's coefficients (sampled, interpolated or atrophied) to meshes.
+
+A *shape spec* (a plain dict, from config ``shape_model``) says how one new cortex is made:
+
+* ``{"kind": "sample", "index": i, "seed": s, "truncation": t}``: z drawn from the model,
+  seeded by (s, i) so that sample i is the same whatever the number of samples;
+* ``{"kind": "interpolation", "from": "sub-01", "to": "sub-02", "weight": w, "method": "slerp"}``:
+  between two subjects' projections;
+* ``{"kind": "atrophy", "region": {...}, "fraction": f, "taper_mm": d}``: the mean shape (z = 0)
+  thinned by f inside a region (see :func:`atrophy_region`).
+
+:func:`synthesize_hemisphere` turns z into white, pial and mid-thickness meshes with the
+template's faces and vertex order, self-intersections repaired, like a subject's surfaces.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from cortexgen.shape.generate import (
+    apply_atrophy,
+    atrophy_region_box,
+    atrophy_region_disk,
+    distance_to_region,
+    interpolate,
+    surfaces_from_midthickness,
+)
+from cortexgen.shape.model import ShapeModel, project, reconstruct, sample_coefficients
+from cortexgen.surfaces.extract import HemisphereSurfaces, repair_self_intersections
+from cortexgen.surfaces.fit import FitSettings
+from cortexgen.surfaces.mesh import Mesh, count_self_intersections, euler_characteristic, vertex_areas
+from cortexgen.surfaces.template import MEDIAL_WALL_THICKNESS_MM
+
+SHAPE_KINDS = ("sample", "interpolation", "atrophy")
+
+
+def shape_coefficients(
+    model: ShapeModel, spec: dict, endpoints: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+) -> np.ndarray:
+    """The standardised coefficients z (K,) of the shape that ``spec`` describes.
+
+    Args:
+        model: one hemisphere's model.
+        spec: see the module docstring.
+        endpoints: for an interpolation, ``{subject: (mid vertices (V, 3) mm, thickness (V,) mm)}``
+            of its two subjects in this hemisphere.
+    """
+    kind = spec["kind"]
+    if kind == "sample":
+        rng = np.random.default_rng([int(spec["seed"]), int(spec["index"])])
+        return sample_coefficients(1, model.n_modes, rng, spec.get("truncation"))[0]
+    if kind == "interpolation":
+        if endpoints is None or spec["from"] not in endpoints or spec["to"] not in endpoints:
+            raise ValueError(f"interpolation {spec['from']} → {spec['to']} needs both subjects' surfaces")
+        z_from, z_to = (project(model, *endpoints[spec[end]]) for end in ("from", "to"))
+        return interpolate(z_from, z_to, [float(spec["weight"])], spec.get("method", "slerp"))[0]
+    if kind == "atrophy":
+        return np.zeros(model.n_modes)
+    raise ValueError(f"unknown shape kind {kind!r}; expected one of {SHAPE_KINDS}")
+
+
+def atrophy_region(mesh: Mesh, hemi: str, region: dict) -> np.ndarray:
+    """(V,) bool: the vertices of ``mesh`` in an atrophy region (config ``shape_model.atrophy``).
+
+    ``{"type": "box", "low_mm": [x, y, z], "high_mm": [x, y, z]}`` selects by world
+    coordinates (a lobe, e.g. y < −60 mm for the occipital lobe in MNI space) in both
+    hemispheres; ``{"type": "disk", "hemi": "L", "centre_vertex": i, "radius_mm": r}`` a
+    geodesic disk in one hemisphere (empty in the other).
+    """
+    if region["type"] == "box":
+        return atrophy_region_box(mesh, region["low_mm"], region["high_mm"])
+    if region["type"] == "disk":
+        if region["hemi"] != hemi:
+            return np.zeros(len(mesh.vertices), dtype=bool)
+        return atrophy_region_disk(mesh, int(region["centre_vertex"]), float(region["radius_mm"]))
+    raise ValueError(f"unknown atrophy region type {region['type']!r}; expected 'box' or 'disk'")
+
+
+def synthesize_hemisphere(
+    model: ShapeModel, z: np.ndarray, atrophy: dict | None = None, repair: bool = True,
+    flow: FitSettings | None = FitSettings(),
+) -> HemisphereSurfaces:
+    """White, pial and mid-thickness meshes (and thickness) of the shape with coefficients z.
+
+    Args:
+        model: one hemisphere's model.
+        z: (k,) standardised coefficients, k ≤ K.
+        atrophy: ``{"region": {...}, "fraction": f, "taper_mm": d}``: thin the reconstructed
+            thickness by f inside the region (on the model's mean mesh, so the same vertices
+            in every shape), tapering to no loss over d mm of geodesic distance outside it.
+        repair: remove self-intersections of the white and pial meshes (cat-surf) that
+            building them from the mid-thickness surface left (few with ``flow``).
+        flow: how white and pial are moved out of the mid-thickness surface (config
+            ``surfaces.fit``, as for a subject's pial); None puts them at ± thickness/2
+            exactly, which crosses facing banks in tight sulci.
+
+    The returned thickness is |pial − white|, as for a subject: with ``flow`` it is the
+    requested thickness up to the flow's stopping where banks meet.
+
+    Returns:
+        The surfaces, with ``cortex`` the vertices where the model's mean thickness is at
+        least the template's medial-wall threshold (0.5 mm).
+    """
+    mid_vertices, thickness = reconstruct(model, z)
+    mid = Mesh(mid_vertices, model.faces)
+    # The template's medial-wall rule: the repair and the flow leave the medial wall a few
+    # hundredths of a mm thick in some subjects, so "> 0" would count it as cortex.
+    cortex = model.mean_thickness >= MEDIAL_WALL_THICKNESS_MM
+    if atrophy is not None:
+        mean_mesh = Mesh(model.mean_mid_vertices, model.faces)
+        region = atrophy_region(mean_mesh, model.hemi, atrophy["region"]) & cortex
+        if region.any():
+            taper = float(atrophy.get("taper_mm", 0.0))
+            distance = distance_to_region(mean_mesh, region) if taper > 0 else None
+            thickness = apply_atrophy(thickness, region, float(atrophy["fraction"]), taper, distance)
+    thickness = np.where(cortex, thickness, 0.0)
+    white, pial = surfaces_from_midthickness(mid, thickness, flow=flow)
+    if repair:
+        white = repair_self_intersections(white)
+        pial = repair_self_intersections(pial, reference=white)
+    return HemisphereSurfaces(
+        white=white,
+        pial=pial,
+        midthickness=white.with_vertices(0.5 * (white.vertices + pial.vertices)),
+        thickness=np.linalg.norm(pial.vertices - white.vertices, axis=1),
+        cortex=cortex,
+    )
+
+
+@dataclass(frozen=True)
+class ShapeQC:
+    """One row of a new cortex's QC table: the topology and thickness of one hemisphere."""
+
+    shape: str
+    hemi: str
+    n_vertices: int
+    euler_characteristic_white: int
+    euler_characteristic_pial: int
+    self_intersections_white: int
+    self_intersections_pial: int
+    thickness_mean_mm: float
+    thickness_median_mm: float
+    area_mm2: float
+
+
+def shape_qc(shape: str, hemi: str, surfaces: HemisphereSurfaces) -> ShapeQC:
+    """QC row of one hemisphere of a new cortex (thickness and area over its cortex vertices)."""
+    cortex_thickness = surfaces.thickness[surfaces.cortex]
+    return ShapeQC(
+        shape=shape,
+        hemi=hemi,
+        n_vertices=len(surfaces.white.vertices),
+        euler_characteristic_white=euler_characteristic(surfaces.white),
+        euler_characteristic_pial=euler_characteristic(surfaces.pial),
+        self_intersections_white=count_self_intersections(surfaces.white),
+        self_intersections_pial=count_self_intersections(surfaces.pial),
+        thickness_mean_mm=float(cortex_thickness.mean()),
+        thickness_median_mm=float(np.median(cortex_thickness)),
+        area_mm2=float(vertex_areas(surfaces.midthickness)[surfaces.cortex].sum()),
+    )

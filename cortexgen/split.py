@@ -1,0 +1,56 @@
+"""Which subjects train the models and which are held out for evaluation.
+
+The split is by subject, never by scan: every session of a held-out subject stays out of
+the shape model and the generators, so that no evaluation image has a sibling in training.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SubjectSplit:
+    """Subject ids (``"sub-01"``), sorted."""
+
+    train: tuple[str, ...]
+    held_out: tuple[str, ...]
+
+
+def split_subjects(
+    subjects: Sequence[str], held_out: Sequence[str] = (), held_out_fraction: float = 0.0, seed: int = 0,
+) -> SubjectSplit:
+    """Split subject ids into training and held-out sets (config ``split``).
+
+    Args:
+        subjects: subject ids, ``"sub-<label>"`` (duplicates, e.g. one per session, are merged).
+        held_out: subjects to hold out, with or without ``sub-``; when given, the fraction is ignored.
+        held_out_fraction: otherwise, this fraction of the subjects (rounded half up) is
+            drawn with ``seed``, leaving at least two subjects to train on.
+        seed: seed of that draw; the same subjects and seed give the same split.
+
+    A dataset of one subject gives one training subject and none held out: the stages
+    before the shape model still run, and the shape model's job says what it lacks.
+
+    Raises:
+        ValueError: a listed subject that is not in the dataset, or a fraction outside [0, 1).
+    """
+    everyone = sorted(set(subjects))
+    wanted = sorted({name if name.startswith("sub-") else f"sub-{name}" for name in map(str, held_out)})
+    if wanted:
+        unknown = [name for name in wanted if name not in everyone]
+        if unknown:
+            raise ValueError(f"split.held_out names subjects that are not in the dataset: {unknown}")
+        chosen = wanted
+    else:
+        if not 0.0 <= held_out_fraction < 1.0:
+            raise ValueError(f"split.held_out_fraction must be in [0, 1), got {held_out_fraction}")
+        count = min(math.floor(held_out_fraction * len(everyone) + 0.5), max(len(everyone) - 2, 0))
+        order = np.random.default_rng(seed).permutation(len(everyone))
+        chosen = sorted(everyone[i] for i in order[:count])
+    train = [name for name in everyone if name not in chosen]
+    return SubjectSplit(train=tuple(train), held_out=tuple(chosen))

@@ -1,0 +1,125 @@
+# Statistical shape model of the cortex (PCA per hemisphere over the training subjects'
+# midthickness vertices and thickness), its quality, and new cortices drawn from it
+# (samples, interpolations between subjects, simulated atrophy) as surfaces and SDFs.
+
+SSM = "results/shape_model/hemi-{hemi}"
+SHAPE = "results/shapes/{shape}/{shape}"
+
+
+SHAPE_SPECS = shape_specs()
+
+
+wildcard_constraints:
+    hemi="L|R",
+    shape="|".join(SHAPE_SPECS) or "no-shapes",
+
+
+rule fit_shape_model:
+    input:
+        midthickness=hemi_file(rules.surfaces.output.midthickness),
+        thickness=hemi_file(rules.surfaces.output.thickness),
+    output:
+        model=f"{SSM}_ssm.npz",
+    params:
+        subjects=[scan.prefix for scan in TRAIN_SCANS],
+        settings=config["shape_model"],
+    log:
+        "logs/fit_shape_model/hemi-{hemi}.log",
+    benchmark:
+        "results/benchmarks/fit_shape_model/hemi-{hemi}.tsv"
+    threads: rule_resources("fit_shape_model")["threads"]
+    resources:
+        mem_mb=rule_resources("fit_shape_model")["mem_mb"],
+        runtime=rule_resources("fit_shape_model")["runtime"],
+    conda:
+        "../envs/cortexgen.yaml"
+    script:
+        "../workflow_scripts/fit_shape_model.py"
+
+
+rule shape_model_quality:
+    input:
+        model=rules.fit_shape_model.output.model,
+        midthickness=hemi_file(rules.surfaces.output.midthickness),
+        thickness=hemi_file(rules.surfaces.output.thickness),
+    output:
+        json=f"{SSM}_quality.json",
+        png=f"{SSM}_quality.png",
+        modes=f"{SSM}_modes.png",
+    params:
+        settings=config["shape_model"],
+    log:
+        "logs/shape_model_quality/hemi-{hemi}.log",
+    benchmark:
+        "results/benchmarks/shape_model_quality/hemi-{hemi}.tsv"
+    threads: rule_resources("shape_model_quality")["threads"]
+    resources:
+        mem_mb=rule_resources("shape_model_quality")["mem_mb"],
+        runtime=rule_resources("shape_model_quality")["runtime"],
+    conda:
+        "../envs/cortexgen.yaml"
+    script:
+        "../workflow_scripts/shape_model_quality.py"
+
+
+rule make_shape:
+    input:
+        unpack(interpolation_endpoints),
+        models=expand(rules.fit_shape_model.output.model, hemi=HEMIS),
+        template=config["preprocess"]["template"],
+    output:
+        white=expand(f"{SHAPE}_hemi-{{hemi}}_white.surf.gii", hemi=HEMIS, allow_missing=True),
+        pial=expand(f"{SHAPE}_hemi-{{hemi}}_pial.surf.gii", hemi=HEMIS, allow_missing=True),
+        midthickness=expand(f"{SHAPE}_hemi-{{hemi}}_midthickness.surf.gii", hemi=HEMIS, allow_missing=True),
+        thickness=expand(f"{SHAPE}_hemi-{{hemi}}_thickness.shape.gii", hemi=HEMIS, allow_missing=True),
+        pial_sdf=f"{SHAPE}_space-{SPACE}_res-{RES}_desc-pialsdf.nii.gz",
+        white_sdf=f"{SHAPE}_space-{SPACE}_res-{RES}_desc-whitesdf.nii.gz",
+        ribbon=f"{SHAPE}_space-{SPACE}_res-{RES}_desc-ribbon_mask.nii.gz",
+        qc=f"{SHAPE}_qc.tsv",
+    params:
+        hemis=HEMIS,
+        spec=lambda wildcards: SHAPE_SPECS[wildcards.shape],
+        grid_shape=config["preprocess"]["shape"],
+        clip_mm=config["surfaces"]["sdf_clip_mm"],
+        repair=config["surfaces"]["repair_self_intersections"],
+        fit=config["surfaces"]["fit"],
+    log:
+        "logs/make_shape/{shape}.log",
+    benchmark:
+        "results/benchmarks/make_shape/{shape}.tsv"
+    threads: rule_resources("make_shape")["threads"]
+    resources:
+        mem_mb=rule_resources("make_shape")["mem_mb"],
+        runtime=rule_resources("make_shape")["runtime"],
+    conda:
+        "../envs/cortexgen.yaml"
+    script:
+        "../workflow_scripts/make_shape.py"
+
+
+# The thickness figure shows the left hemisphere of at most this many shapes, atrophies first.
+FIGURE_SHAPES = sorted(SHAPE_SPECS, key=lambda name: SHAPE_SPECS[name]["kind"] != "atrophy")[:12]
+
+
+rule qc_shapes:
+    input:
+        qc=expand(rules.make_shape.output.qc, shape=list(SHAPE_SPECS)),
+        left_midthickness=expand(rules.make_shape.output.midthickness[HEMIS.index("L")], shape=FIGURE_SHAPES),
+        left_thickness=expand(rules.make_shape.output.thickness[HEMIS.index("L")], shape=FIGURE_SHAPES),
+    output:
+        png="results/qc/shapes_thickness.png",
+        tsv="results/shape_model/shapes_qc.tsv",
+    params:
+        shapes=FIGURE_SHAPES,
+    log:
+        "logs/qc_shapes/shapes.log",
+    benchmark:
+        "results/benchmarks/qc_shapes/shapes.tsv"
+    threads: rule_resources("qc_shapes")["threads"]
+    resources:
+        mem_mb=rule_resources("qc_shapes")["mem_mb"],
+        runtime=rule_resources("qc_shapes")["runtime"],
+    conda:
+        "../envs/cortexgen.yaml"
+    script:
+        "../workflow_scripts/qc_shapes.py"
