@@ -29,7 +29,7 @@ from cortexgen.shape.generate import (
 )
 from cortexgen.shape.model import ShapeModel, project, reconstruct, sample_coefficients
 from cortexgen.surfaces.extract import HemisphereSurfaces, repair_self_intersections
-from cortexgen.surfaces.fit import FitSettings
+from cortexgen.surfaces.fit import FitSettings, flow_to_targets
 from cortexgen.surfaces.mesh import Mesh, count_self_intersections, euler_characteristic, vertex_areas
 from cortexgen.surfaces.template import MEDIAL_WALL_THICKNESS_MM
 
@@ -92,9 +92,10 @@ def synthesize_hemisphere(
             in every shape), tapering to no loss over d mm of geodesic distance outside it.
         repair: remove self-intersections of the white and pial meshes (cat-surf) that
             building them from the mid-thickness surface left (few with ``flow``).
-        flow: how white and pial are moved out of the mid-thickness surface (config
-            ``surfaces.fit``, as for a subject's pial); None puts them at ± thickness/2
-            exactly, which crosses facing banks in tight sulci.
+        flow: the invertible flow (config ``surfaces.fit``, as for a subject's pial) that
+            carries the model's mean mid-thickness surface onto the sample's and moves white
+            and pial out of it; None uses the reconstructed vertices and ± thickness/2 as
+            they are, which folds and crosses facing banks in tight sulci.
 
     The returned thickness is |pial − white|, as for a subject: with ``flow`` it is the
     requested thickness up to the flow's stopping where banks meet.
@@ -104,12 +105,19 @@ def synthesize_hemisphere(
         least the template's medial-wall threshold (0.5 mm).
     """
     mid_vertices, thickness = reconstruct(model, z)
-    mid = Mesh(mid_vertices, model.faces)
+    mean_mesh = Mesh(model.mean_mid_vertices, model.faces)
+    if flow is None:
+        mid = Mesh(mid_vertices, model.faces)
+    else:
+        # A sample mixes the training subjects' vertex jitter with mixed signs, which
+        # crumples folds (a real 8-mode sample: 1141 intersecting face pairs). The mean
+        # surface is smooth; carried onto the sample's vertices by the invertible flow it
+        # lands 0.25-0.3 mm from them on average (sigma 3 mm) without folding.
+        mid = flow_to_targets(mean_mesh, mid_vertices, flow)
     # The template's medial-wall rule: the repair and the flow leave the medial wall a few
     # hundredths of a mm thick in some subjects, so "> 0" would count it as cortex.
     cortex = model.mean_thickness >= MEDIAL_WALL_THICKNESS_MM
     if atrophy is not None:
-        mean_mesh = Mesh(model.mean_mid_vertices, model.faces)
         region = atrophy_region(mean_mesh, model.hemi, atrophy["region"]) & cortex
         if region.any():
             taper = float(atrophy.get("taper_mm", 0.0))
