@@ -13,6 +13,12 @@ from dataclasses import dataclass
 import numpy as np
 
 
+def subject_id(name: str) -> str:
+    """``"sub-<label>"`` for a label given with or without its ``sub-`` prefix."""
+    name = str(name)
+    return name if name.startswith("sub-") else f"sub-{name}"
+
+
 @dataclass(frozen=True)
 class SubjectSplit:
     """Subject ids (``"sub-01"``), sorted."""
@@ -40,7 +46,7 @@ def split_subjects(
         ValueError: a listed subject that is not in the dataset, or a fraction outside [0, 1).
     """
     everyone = sorted(set(subjects))
-    wanted = sorted({name if name.startswith("sub-") else f"sub-{name}" for name in map(str, held_out)})
+    wanted = sorted({subject_id(name) for name in held_out})
     if wanted:
         unknown = [name for name in wanted if name not in everyone]
         if unknown:

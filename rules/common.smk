@@ -100,7 +100,7 @@ def surface_targets():
 
 
 # Subjects held out of every model (shape model, generators) for evaluation; see config 'split'.
-from cortexgen.split import split_subjects
+from cortexgen.split import split_subjects, subject_id
 
 SPLIT = split_subjects(
     [f"sub-{scan.subject}" for scan in SCANS.values()],
@@ -147,7 +147,7 @@ def shape_specs():
     pairs = interpolation["pairs"] or ([list(SPLIT.train[:2])] if len(SPLIT.train) >= 2 else [])
     weights = [(k + 1) / (interpolation["steps"] + 1) for k in range(interpolation["steps"])]
     for pair in pairs:
-        ends = [name if str(name).startswith("sub-") else f"sub-{name}" for name in pair]
+        ends = [subject_id(name) for name in pair]
         unknown = [name for name in ends if name not in SPLIT.train + SPLIT.held_out]
         if unknown:
             raise ValueError(f"shape_model.interpolation.pairs: {unknown} not in the dataset")
