@@ -30,7 +30,8 @@ from cortexgen.shape.generate import (
 from cortexgen.shape.model import ShapeModel, project, reconstruct, sample_coefficients
 from cortexgen.surfaces.extract import HemisphereSurfaces, repair_self_intersections
 from cortexgen.surfaces.fit import FitSettings, flow_to_targets
-from cortexgen.surfaces.mesh import Mesh, count_self_intersections, euler_characteristic, vertex_areas
+from cortexgen.surfaces.mesh import Mesh
+from cortexgen.surfaces.qc import surface_measures
 from cortexgen.surfaces.template import MEDIAL_WALL_THICKNESS_MM
 
 SHAPE_KINDS = ("sample", "interpolation", "atrophy")
@@ -128,18 +129,13 @@ def synthesize_hemisphere(
     if repair:
         white = repair_self_intersections(white)
         pial = repair_self_intersections(pial, reference=white)
-    return HemisphereSurfaces(
-        white=white,
-        pial=pial,
-        midthickness=white.with_vertices(0.5 * (white.vertices + pial.vertices)),
-        thickness=np.linalg.norm(pial.vertices - white.vertices, axis=1),
-        cortex=cortex,
-    )
+    return HemisphereSurfaces.from_white_pial(white, pial, cortex)
 
 
 @dataclass(frozen=True)
 class ShapeQC:
-    """One row of a new cortex's QC table: the topology and thickness of one hemisphere."""
+    """One row of a new cortex's QC table: a subject's row (:class:`cortexgen.surfaces.qc.SurfaceQC`)
+    without the distances to tissue boundaries, which a shape drawn from the model has none of."""
 
     shape: str
     hemi: str
@@ -148,6 +144,7 @@ class ShapeQC:
     euler_characteristic_pial: int
     self_intersections_white: int
     self_intersections_pial: int
+    self_intersection_fraction: float
     thickness_mean_mm: float
     thickness_median_mm: float
     area_mm2: float
@@ -155,16 +152,5 @@ class ShapeQC:
 
 def shape_qc(shape: str, hemi: str, surfaces: HemisphereSurfaces) -> ShapeQC:
     """QC row of one hemisphere of a new cortex (thickness and area over its cortex vertices)."""
-    cortex_thickness = surfaces.thickness[surfaces.cortex]
-    return ShapeQC(
-        shape=shape,
-        hemi=hemi,
-        n_vertices=len(surfaces.white.vertices),
-        euler_characteristic_white=euler_characteristic(surfaces.white),
-        euler_characteristic_pial=euler_characteristic(surfaces.pial),
-        self_intersections_white=count_self_intersections(surfaces.white),
-        self_intersections_pial=count_self_intersections(surfaces.pial),
-        thickness_mean_mm=float(cortex_thickness.mean()),
-        thickness_median_mm=float(np.median(cortex_thickness)),
-        area_mm2=float(vertex_areas(surfaces.midthickness)[surfaces.cortex].sum()),
-    )
+    return ShapeQC(shape=shape, hemi=hemi, **surface_measures(
+        surfaces.white, surfaces.pial, surfaces.midthickness, surfaces.thickness, surfaces.cortex))

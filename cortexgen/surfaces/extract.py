@@ -41,6 +41,17 @@ class HemisphereSurfaces:
     thickness: np.ndarray
     cortex: np.ndarray
 
+    @classmethod
+    def from_white_pial(cls, white: Mesh, pial: Mesh, cortex: np.ndarray) -> HemisphereSurfaces:
+        """Midthickness = the vertex-wise mean of white and pial; thickness = |pial − white|."""
+        return cls(
+            white=white,
+            pial=pial,
+            midthickness=white.with_vertices(0.5 * (white.vertices + pial.vertices)),
+            thickness=np.linalg.norm(pial.vertices - white.vertices, axis=1),
+            cortex=cortex,
+        )
+
 
 def smoothed_normals(mesh: Mesh, iterations: int = 3) -> np.ndarray:
     """Vertex normals (V, 3) averaged over neighbours, so a crumpled patch still points outwards."""
@@ -147,14 +158,7 @@ def fit_hemisphere(white: Mesh, cortex: np.ndarray, tissue: TissueMaps, affine: 
     pial = white_fit.with_vertices(pial_vertices)
     if repair:
         pial = repair_self_intersections(pial, reference=white_fit)
-    thickness = np.linalg.norm(pial.vertices - white_fit.vertices, axis=1)
-    return HemisphereSurfaces(
-        white=white_fit,
-        pial=pial,
-        midthickness=white_fit.with_vertices(0.5 * (white_fit.vertices + pial.vertices)),
-        thickness=thickness,
-        cortex=cortex,
-    )
+    return HemisphereSurfaces.from_white_pial(white_fit, pial, cortex)
 
 
 def extract_surfaces(

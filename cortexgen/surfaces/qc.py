@@ -140,6 +140,57 @@ class SurfaceQC:
     pial_to_gmwm_mm: float
 
 
+def surface_measures(
+    white: Mesh, pial: Mesh, midthickness: Mesh, thickness: np.ndarray, cortex: np.ndarray
+) -> dict:
+    """The tissue-free part of a QC row: topology, self-intersections, thickness and area.
+
+    Shared by subjects' rows (:func:`surface_qc`) and those of new cortices drawn from the
+    shape model, which have no tissue maps to measure distances to.
+
+    Args:
+        white, pial, midthickness: one hemisphere's surfaces, world RAS mm, one vertex set.
+        thickness: (V,) cortical thickness, mm (0 on the medial wall).
+        cortex: (V,) bool, True on cortex vertices, False on the medial wall.
+
+    Returns:
+        ``{n_vertices, euler_characteristic_white/_pial, self_intersections_white/_pial,
+        self_intersection_fraction, thickness_mean_mm, thickness_median_mm, area_mm2}``
+        (see :class:`SurfaceQC`).
+
+    Raises:
+        ValueError: surfaces or per-vertex arrays of different lengths, or an empty cortex mask.
+    """
+    n = len(white.vertices)
+    thickness = np.asarray(thickness, dtype=np.float64).ravel()
+    cortex = np.asarray(cortex, dtype=bool).ravel()
+    lengths = {
+        "pial": len(pial.vertices),
+        "midthickness": len(midthickness.vertices),
+        "thickness": len(thickness),
+        "cortex": len(cortex),
+    }
+    mismatched = {name: length for name, length in lengths.items() if length != n}
+    if mismatched:
+        raise ValueError(f"the white surface has {n} vertices but {mismatched}")
+    if not cortex.any():
+        raise ValueError("the cortex mask is empty")
+    si_white = count_self_intersections(white)
+    si_pial = count_self_intersections(pial)
+    cortex_thickness = thickness[cortex]
+    return {
+        "n_vertices": n,
+        "euler_characteristic_white": euler_characteristic(white),
+        "euler_characteristic_pial": euler_characteristic(pial),
+        "self_intersections_white": si_white,
+        "self_intersections_pial": si_pial,
+        "self_intersection_fraction": max(si_white / max(len(white.faces), 1), si_pial / max(len(pial.faces), 1)),
+        "thickness_mean_mm": float(cortex_thickness.mean()),
+        "thickness_median_mm": float(np.median(cortex_thickness)),
+        "area_mm2": float(vertex_areas(midthickness)[cortex].sum()),
+    }
+
+
 def surface_qc(
     subject: str,
     hemi: str,
@@ -157,9 +208,7 @@ def surface_qc(
     Args:
         subject: the scan prefix, e.g. ``"sub-01"``.
         hemi: ``"L"`` or ``"R"``.
-        white, pial, midthickness: the hemisphere's surfaces, world RAS mm, one vertex set.
-        thickness: (V,) cortical thickness, mm (0 on the medial wall).
-        cortex: (V,) bool, True on cortex vertices, False on the medial wall.
+        white, pial, midthickness, thickness, cortex: see :func:`surface_measures`.
         wm_fraction: (X, Y, Z) white-matter fraction map in [0, 1].
         gmwm_fraction: (X, Y, Z) grey + white matter fraction map in [0, 1], same grid.
         affine: (4, 4) voxel-to-world matrix of both maps.
@@ -170,36 +219,12 @@ def surface_qc(
     """
     if hemi not in HEMI_NAMES:
         raise ValueError(f"hemi must be 'L' or 'R', got {hemi!r}")
-    n = len(white.vertices)
-    thickness = np.asarray(thickness, dtype=np.float64).ravel()
+    measures = surface_measures(white, pial, midthickness, thickness, cortex)
     cortex = np.asarray(cortex, dtype=bool).ravel()
-    lengths = {
-        "pial": len(pial.vertices),
-        "midthickness": len(midthickness.vertices),
-        "thickness": len(thickness),
-        "cortex": len(cortex),
-    }
-    mismatched = {name: length for name, length in lengths.items() if length != n}
-    if mismatched:
-        raise ValueError(f"the white surface has {n} vertices but {mismatched}")
-    if not cortex.any():
-        raise ValueError("the cortex mask is empty")
-
-    si_white = count_self_intersections(white)
-    si_pial = count_self_intersections(pial)
-    cortex_thickness = thickness[cortex]
     return SurfaceQC(
         subject=subject,
         hemi=hemi,
-        n_vertices=n,
-        euler_characteristic_white=euler_characteristic(white),
-        euler_characteristic_pial=euler_characteristic(pial),
-        self_intersections_white=si_white,
-        self_intersections_pial=si_pial,
-        self_intersection_fraction=max(si_white / max(len(white.faces), 1), si_pial / max(len(pial.faces), 1)),
-        thickness_mean_mm=float(cortex_thickness.mean()),
-        thickness_median_mm=float(np.median(cortex_thickness)),
-        area_mm2=float(vertex_areas(midthickness)[cortex].sum()),
+        **measures,
         white_to_wm_mm=float(isosurface_distance(white, wm_fraction, affine, 0.5)[cortex].mean()),
         pial_to_gmwm_mm=float(isosurface_distance(pial, gmwm_fraction, affine, 0.5)[cortex].mean()),
     )
