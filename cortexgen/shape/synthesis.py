@@ -15,7 +15,7 @@ template's faces and vertex order, self-intersections repaired, like a subject's
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import fields, make_dataclass
 
 import numpy as np
 
@@ -31,7 +31,7 @@ from cortexgen.shape.model import ShapeModel, project, reconstruct, sample_coeff
 from cortexgen.surfaces.extract import HemisphereSurfaces, repair_self_intersections
 from cortexgen.surfaces.fit import FitSettings, flow_to_targets
 from cortexgen.surfaces.mesh import Mesh
-from cortexgen.surfaces.qc import surface_measures
+from cortexgen.surfaces.qc import SurfaceQC, surface_measures
 from cortexgen.surfaces.template import MEDIAL_WALL_THICKNESS_MM
 
 SHAPE_KINDS = ("sample", "interpolation", "atrophy")
@@ -132,25 +132,19 @@ def synthesize_hemisphere(
     return HemisphereSurfaces.from_white_pial(white, pial, cortex)
 
 
-@dataclass(frozen=True)
-class ShapeQC:
-    """One row of a new cortex's QC table: a subject's row (:class:`cortexgen.surfaces.qc.SurfaceQC`)
-    without the distances to tissue boundaries, which a shape drawn from the model has none of."""
-
-    shape: str
-    hemi: str
-    n_vertices: int
-    euler_characteristic_white: int
-    euler_characteristic_pial: int
-    self_intersections_white: int
-    self_intersections_pial: int
-    self_intersection_fraction: float
-    thickness_mean_mm: float
-    thickness_median_mm: float
-    area_mm2: float
+#: One row of a new cortex's QC table: a subject's row (:class:`cortexgen.surfaces.qc.SurfaceQC`)
+#: keyed by the shape id instead of the subject, without the distances to tissue boundaries
+#: (a shape drawn from the model has no tissue maps). Derived from SurfaceQC so that a
+#: measure added there (and to :func:`surface_measures`) reaches both tables.
+ShapeQC = make_dataclass(
+    "ShapeQC",
+    [("shape", str)] + [(field.name, field.type) for field in fields(SurfaceQC)
+                        if field.name not in ("subject", "white_to_wm_mm", "pial_to_gmwm_mm")],
+    frozen=True,
+)
 
 
-def shape_qc(shape: str, hemi: str, surfaces: HemisphereSurfaces) -> ShapeQC:
+def shape_qc(shape: str, hemi: str, surfaces: HemisphereSurfaces):
     """QC row of one hemisphere of a new cortex (thickness and area over its cortex vertices)."""
     return ShapeQC(shape=shape, hemi=hemi, **surface_measures(
         surfaces.white, surfaces.pial, surfaces.midthickness, surfaces.thickness, surfaces.cortex))
