@@ -25,10 +25,13 @@ class SubjectSplit:
 
     train: tuple[str, ...]
     held_out: tuple[str, ...]
+    # Not trained on by the generators, which log their loss on them (empty by default).
+    validation: tuple[str, ...] = ()
 
 
 def split_subjects(
     subjects: Sequence[str], held_out: Sequence[str] = (), held_out_fraction: float = 0.0, seed: int = 0,
+    validation_fraction: float = 0.0,
 ) -> SubjectSplit:
     """Split subject ids into training and held-out sets (config ``split``).
 
@@ -38,6 +41,8 @@ def split_subjects(
         held_out_fraction: otherwise, this fraction of the subjects (rounded half up) is
             drawn with ``seed``, leaving at least two subjects to train on.
         seed: seed of that draw; the same subjects and seed give the same split.
+        validation_fraction: this fraction of all subjects (rounded half up) is drawn from the
+            rest as a validation set, again leaving at least two subjects to train on.
 
     A dataset of one subject gives one training subject and none held out: the stages
     before the shape model still run, and the shape model's job says what it lacks.
@@ -58,5 +63,11 @@ def split_subjects(
         count = min(math.floor(held_out_fraction * len(everyone) + 0.5), max(len(everyone) - 2, 0))
         order = np.random.default_rng(seed).permutation(len(everyone))
         chosen = sorted(everyone[i] for i in order[:count])
-    train = [name for name in everyone if name not in chosen]
-    return SubjectSplit(train=tuple(train), held_out=tuple(chosen))
+    rest = [name for name in everyone if name not in chosen]
+    if not 0.0 <= validation_fraction < 1.0:
+        raise ValueError(f"split.validation_fraction must be in [0, 1), got {validation_fraction}")
+    count = min(math.floor(validation_fraction * len(everyone) + 0.5), max(len(rest) - 2, 0))
+    order = np.random.default_rng([seed, 1]).permutation(len(rest))
+    validation = sorted(rest[i] for i in order[:count])
+    train = [name for name in rest if name not in validation]
+    return SubjectSplit(train=tuple(train), held_out=tuple(chosen), validation=tuple(validation))
