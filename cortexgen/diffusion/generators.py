@@ -1,0 +1,155 @@
+"""The three generators as training losses and samplers over one UNet.
+
+Each generator says how many channels its network takes and gives, its loss for a batch,
+and how it samples. Per-sample randomness (timestep, noise) comes from a generator seeded by
+the sample's position in the training stream, so a run split over several processes (DDP)
+or resumed from a checkpoint draws exactly what an uninterrupted single-process run draws.
+
+Batches are dicts of (B, C, X, Y, Z) float tensors scaled to about [-1, 1]:
+``image`` (the image, or for ``deform`` the normalised field) and, for ``bridge``, ``condition``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from cortexgen.diffusion import bridge as bridge_maths
+from cortexgen.diffusion import ddpm as ddpm_maths
+
+GENERATORS = ("bridge", "ddpm", "deform")
+
+#: Condition volumes the bridge can be given (file roles of the surface stage).
+CONDITIONS = ("pialsdf", "whitesdf", "ribbon")
+
+
+def seeded(seed: int, position: int) -> torch.Generator:
+    """A CPU generator for the sample at ``position`` of a run seeded with ``seed``."""
+    return torch.Generator().manual_seed((int(seed) * 1_000_003 + int(position)) % (2**63 - 1))
+
+
+def draws(seed: int, positions: Sequence[int], num_steps: int, shape: Sequence[int]):
+    """Timesteps (B,) and unit Gaussian noise (B, *shape) for the samples at ``positions``."""
+    steps, noises = [], []
+    for position in positions:
+        rng = seeded(seed, position)
+        steps.append(int(torch.randint(0, num_steps, (1,), generator=rng)))
+        noises.append(torch.randn(tuple(shape), generator=rng))
+    return torch.tensor(steps, dtype=torch.long), torch.stack(noises)
+
+
+@dataclass(frozen=True)
+class BridgeSettings:
+    """Config ``diffusion.bridge`` (besides network and training)."""
+
+    schedule: bridge_maths.BridgeSchedule = field(default_factory=bridge_maths.BridgeSchedule)
+    objective: str = "ysubx"
+    # Condition channels the network sees; the first is the bridge's other end y.
+    conditions: tuple[str, ...] = ("pialsdf", "whitesdf")
+    sample_steps: int = 10
+    eta: float = 1.0
+
+    @classmethod
+    def from_dict(cls, values: dict) -> BridgeSettings:
+        values = dict(values)
+        values["schedule"] = bridge_maths.BridgeSchedule(**values.get("schedule", {}))
+        values["conditions"] = tuple(values.get("conditions", cls.conditions))
+        unknown = [name for name in values["conditions"] if name not in CONDITIONS]
+        if unknown or not values["conditions"]:
+            raise ValueError(f"bridge conditions must be a non-empty list from {CONDITIONS}, got {values['conditions']}")
+        if values.get("objective", cls.objective) not in bridge_maths.OBJECTIVES:
+            raise ValueError(f"bridge objective must be one of {bridge_maths.OBJECTIVES}")
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class DDPMSettings:
+    """Config ``diffusion.ddpm`` / ``diffusion.deform`` (besides network and training)."""
+
+    schedule: ddpm_maths.NoiseSchedule = field(default_factory=ddpm_maths.NoiseSchedule)
+    sample_steps: int = 50
+    eta: float = 0.0
+
+    @classmethod
+    def from_dict(cls, values: dict) -> DDPMSettings:
+        values = dict(values)
+        values["schedule"] = ddpm_maths.NoiseSchedule(**values.get("schedule", {}))
+        return cls(**values)
+
+
+class BridgeGenerator:
+    """Shape-to-image Brownian bridge: image x0 <-> first condition channel y; the UNet sees (x_t, conditions)."""
+
+    name = "bridge"
+
+    def __init__(self, settings: BridgeSettings):
+        self.settings = settings
+        self.in_channels = 1 + len(settings.conditions)
+        self.out_channels = 1
+
+    def loss(self, network, batch: dict, positions: Sequence[int], seed: int) -> torch.Tensor:
+        x0, condition = batch["image"], batch["condition"]
+        y = condition[:, :1]
+        t, noise = draws(seed, positions, self.settings.schedule.num_steps, x0.shape[1:])
+        t, noise = t.to(x0.device), noise.to(x0.device, x0.dtype)
+        x_t = bridge_maths.q_sample(self.settings.schedule, x0, y, t, noise)
+        target = bridge_maths.objective(self.settings.schedule, self.settings.objective, x0, y, t, noise)
+        prediction = network(torch.cat([x_t, condition], dim=1), t)
+        return F.l1_loss(prediction.float(), target.float())
+
+    @torch.no_grad()
+    def sample(self, network, condition: torch.Tensor, generator: torch.Generator | None = None,
+               progress: Callable | None = None, sample_steps: int | None = None) -> torch.Tensor:
+        """Images (B, 1, X, Y, Z) for conditions (B, C, X, Y, Z) in the network's scaling."""
+        return bridge_maths.sample(
+            self.settings.schedule, self.settings.objective,
+            lambda x_t, t: network(torch.cat([x_t, condition], dim=1), t).to(condition.dtype),
+            condition[:, :1], sample_steps or self.settings.sample_steps, generator=generator,
+            eta=self.settings.eta, progress=progress)
+
+
+class DDPMGenerator:
+    """Unconditional DDPM over ``channels``-channel volumes: images (1) or deformation fields (3)."""
+
+    def __init__(self, settings: DDPMSettings, channels: int, name: str = "ddpm"):
+        self.settings = settings
+        self.name = name
+        self.in_channels = self.out_channels = channels
+        self.scheduler = settings.schedule.training_scheduler()
+
+    def loss(self, network, batch: dict, positions: Sequence[int], seed: int) -> torch.Tensor:
+        x0 = batch["image"]
+        t, noise = draws(seed, positions, self.settings.schedule.num_steps, x0.shape[1:])
+        t, noise = t.to(x0.device), noise.to(x0.device, x0.dtype)
+        x_t = ddpm_maths.q_sample(self.scheduler, x0, t, noise)
+        target = ddpm_maths.target(self.scheduler, x0, t, noise)
+        return F.mse_loss(network(x_t, t).float(), target.float())
+
+    @torch.no_grad()
+    def sample(self, network, shape: Sequence[int], generator: torch.Generator | None = None,
+               progress: Callable | None = None, sample_steps: int | None = None,
+               device: torch.device | str = "cpu") -> torch.Tensor:
+        """Volumes (B, C, X, Y, Z) from noise; ``shape`` = (B, C, X, Y, Z)."""
+        return ddpm_maths.sample(
+            self.settings.schedule, lambda x_t, t: network(x_t, t).float(), tuple(shape),
+            sample_steps or self.settings.sample_steps, generator=generator, device=device,
+            eta=self.settings.eta, progress=progress)
+
+
+def make_generator(name: str, settings: dict):
+    """The generator ``name`` (one of :data:`GENERATORS`) from its config section (schedule etc.)."""
+    if name == "bridge":
+        return BridgeGenerator(BridgeSettings.from_dict(settings))
+    if name == "ddpm":
+        return DDPMGenerator(DDPMSettings.from_dict(settings), channels=1, name="ddpm")
+    if name == "deform":
+        return DDPMGenerator(DDPMSettings.from_dict(settings), channels=3, name="deform")
+    raise ValueError(f"unknown generator {name!r}; expected one of {GENERATORS}")
+
+
+def settings_dict(generator) -> dict:
+    """The generator's settings as plain values (for the model file)."""
+    return asdict(generator.settings)

@@ -1,0 +1,405 @@
+"""One training loop for every generator: EMA, gradient accumulation, bf16 on CUDA, DDP,
+checkpoints a restarted job resumes from, and a loss log.
+
+Determinism is by construction, not by saved RNG state: which training volumes a step
+uses, and each volume's timestep and noise, are functions of (seed, position in the
+training stream). So a run resumed from its checkpoint at step k, or spread over several
+processes with the same global batch, follows the same path as one uninterrupted process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import pickle
+import signal
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from cortexgen.io import atomic_output
+
+log = logging.getLogger("cortexgen")
+
+#: Columns of the training log (TSV).
+LOG_COLUMNS = ("step", "train_loss", "val_loss", "learning_rate", "seconds", "volumes_per_second")
+MODEL_FORMAT = "cortexgen-diffusion-1"
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Config ``diffusion.<model>.training``.
+
+    ``batch_size`` volumes per process and micro-batch; one optimiser step sees
+    ``batch_size × grad_accumulation × processes`` volumes.
+    """
+
+    steps: int = 1000
+    batch_size: int = 1
+    grad_accumulation: int = 1
+    learning_rate: float = 1e-4
+    ema_decay: float = 0.999
+    grad_clip: float = 1.0
+    bf16: bool = True  # autocast to bfloat16 on CUDA (ignored on CPU)
+    log_every: int = 10
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 2
+    seed: int = 0
+
+
+class TrainingInterrupted(RuntimeError):
+    """SIGTERM (e.g. SLURM's time limit) arrived; a checkpoint was written. Rerun to resume."""
+
+
+@dataclass
+class Distributed:
+    """This process's place in a torchrun launch (rank 0 of 1 without one)."""
+
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: str | None = None) -> Distributed:
+    """Join the process group torchrun set up (``WORLD_SIZE`` > 1), else a single process.
+
+    NCCL on CUDA (one GPU per local rank), gloo on CPU. ``device`` forces 'cpu' or 'cuda'.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    use_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
+    if world_size <= 1:
+        return Distributed(device=torch.device("cuda" if use_cuda else "cpu"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return Distributed(rank=torch.distributed.get_rank(), world_size=world_size,
+                       device=torch.device(f"cuda:{local_rank}" if use_cuda else "cpu"))
+
+
+def stream_item(seed: int, position: int, count: int) -> int:
+    """Index of the training volume at ``position`` of the stream: seeded reshuffles, one per epoch."""
+    epoch, offset = divmod(int(position), count)
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(int(seed) * 7919 + epoch))
+    return int(order[offset])
+
+
+def step_positions(step: int, micro: int, settings: TrainSettings, dist: Distributed) -> list[int]:
+    """Stream positions this process trains on in micro-batch ``micro`` of optimiser step ``step``."""
+    global_batch = settings.batch_size * settings.grad_accumulation * dist.world_size
+    first = step * global_batch + (micro * dist.world_size + dist.rank) * settings.batch_size
+    return list(range(first, first + settings.batch_size))
+
+
+def batch_at(data: dict[str, Sequence[torch.Tensor]], items: Sequence[int], device) -> dict[str, torch.Tensor]:
+    """Stack the volumes ``items`` of each key into (B, C, X, Y, Z) on ``device``."""
+    return {key: torch.stack([volumes[i] for i in items]).to(device) for key, volumes in data.items()}
+
+
+class EMA:
+    """Exponential moving average of a network's weights, warmed up so short runs are not the initial weights.
+
+    decay at update n = min(decay, (1 + n) / (10 + n)).
+    """
+
+    def __init__(self, network: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.updates = 0
+        self.weights = {name: value.detach().clone().float() for name, value in network.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, network: torch.nn.Module) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for name, value in network.state_dict().items():
+            if value.dtype.is_floating_point:
+                self.weights[name].mul_(decay).add_(value.detach().float(), alpha=1.0 - decay)
+            else:
+                self.weights[name].copy_(value)
+
+    def state_dict(self) -> dict:
+        return {"updates": self.updates, "weights": self.weights}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.updates = int(state["updates"])
+        self.weights = {name: value.float() for name, value in state["weights"].items()}
+
+
+def fingerprint(values: dict) -> str:
+    """A stable string of the settings a checkpoint was made with (resume only if they match)."""
+    return json.dumps(values, sort_keys=True, default=str)
+
+
+def checkpoint_paths(folder: str | Path) -> list[Path]:
+    """Checkpoints in ``folder``, oldest first."""
+    return sorted(Path(folder).glob("step-*.pt")) if Path(folder).is_dir() else []
+
+
+def save_checkpoint(folder: str | Path, step: int, state: dict, keep: int) -> Path:
+    """Write ``state`` as ``step-<step>.pt`` atomically; delete all but the newest ``keep``."""
+    path = Path(folder) / f"step-{step:08d}.pt"
+    with atomic_output(path) as tmp:
+        torch.save(state, tmp)
+    for old in checkpoint_paths(folder)[:-max(keep, 1)]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def latest_checkpoint(folder: str | Path, settings_fingerprint: str) -> dict | None:
+    """The newest readable checkpoint made with the same settings, or None."""
+    for path in reversed(checkpoint_paths(folder)):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as err:
+            # Writes are atomic, but a copied or truncated file may still be unreadable: try the one before.
+            log.warning("skipping unreadable checkpoint %s: %s", path, err)
+            continue
+        if state.get("fingerprint") != settings_fingerprint:
+            log.warning("ignoring checkpoint %s: made with other settings", path)
+            continue
+        return state
+    return None
+
+
+class _Terminate:
+    """Records SIGTERM so the loop can checkpoint at the next step boundary instead of dying mid-step."""
+
+    def __init__(self):
+        self.requested = False
+        self.previous = None
+
+    def __enter__(self):
+        try:
+            self.previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread: no handler, the default action applies
+            self.previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+
+
+def _agree(flag: bool, dist: Distributed) -> bool:
+    """True on every process if any process has ``flag`` set."""
+    if dist.world_size == 1:
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=dist.device)
+    torch.distributed.all_reduce(value)
+    return bool(value.item() > 0)
+
+
+@torch.no_grad()
+def validation_loss(generator, network, data: dict, settings: TrainSettings, device) -> float:
+    """Mean loss over the validation volumes, with fixed draws (the same at every evaluation)."""
+    count = len(next(iter(data.values())))
+    losses = []
+    for index in range(count):
+        batch = batch_at(data, [index], device)
+        losses.append(float(generator.loss(network, batch, [index], seed=settings.seed + 1_000_000)))
+    return sum(losses) / len(losses)
+
+
+def train(
+    generator,
+    network: torch.nn.Module,
+    data: dict[str, Sequence[torch.Tensor]],
+    settings: TrainSettings,
+    checkpoint_dir: str | Path,
+    run_fingerprint: str,
+    val_data: dict[str, Sequence[torch.Tensor]] | None = None,
+    dist: Distributed | None = None,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> tuple[dict, list[dict]]:
+    """Train ``network`` for ``settings.steps`` optimiser steps, resuming from ``checkpoint_dir``.
+
+    Args:
+        generator: a generator of :mod:`cortexgen.diffusion.generators` (gives the loss).
+        network: the UNet, on CPU; moved to ``dist.device``.
+        data: key -> list of (C, X, Y, Z) tensors, one per training volume (see generators).
+        run_fingerprint: the settings of this run; a checkpoint made with others is not resumed.
+        stop_after: stop (as if interrupted) after this step, with a checkpoint; for tests.
+
+    Returns:
+        (EMA weights, log rows with :data:`LOG_COLUMNS`). On SIGTERM a checkpoint is written
+        and :class:`TrainingInterrupted` raised.
+    """
+    dist = dist or Distributed()
+    count = len(next(iter(data.values())))
+    network = network.to(dist.device)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=settings.learning_rate)
+    ema = EMA(network, settings.ema_decay)
+    step, rows = 0, []
+    state = latest_checkpoint(checkpoint_dir, run_fingerprint)
+    if state is not None:
+        network.load_state_dict(state["network"])
+        optimizer.load_state_dict(state["optimizer"])
+        ema.load_state_dict(state["ema"])
+        step, rows = int(state["step"]), [dict(row) for row in state["log"]]
+        if dist.is_main:
+            log.info("resuming from checkpoint at step %d", step)
+    trained = network
+    if dist.world_size > 1:
+        trained = torch.nn.parallel.DistributedDataParallel(
+            network, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16,
+                              enabled=settings.bf16 and dist.device.type == "cuda")
+
+    def checkpoint() -> None:
+        if dist.is_main:
+            save_checkpoint(checkpoint_dir, step, {
+                "fingerprint": run_fingerprint, "step": step, "network": network.state_dict(),
+                "optimizer": optimizer.state_dict(), "ema": ema.state_dict(), "log": rows,
+                "window": [window_loss, window_steps],
+            }, settings.keep_checkpoints)
+        if dist.world_size > 1:
+            torch.distributed.barrier()
+
+    bar = None
+    if progress and dist.is_main:
+        from tqdm import tqdm
+
+        bar = tqdm(total=settings.steps, initial=step, desc=f"train {generator.name}", unit="step")
+    window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
+    if state is not None:
+        # The loss since the last log row, so a resumed log equals an uninterrupted one.
+        window_loss, window_steps = float(state["window"][0]), int(state["window"][1])
+    with _Terminate() as terminate:
+        while step < settings.steps:
+            trained.train()
+            optimizer.zero_grad(set_to_none=True)
+            step_loss = 0.0
+            for micro in range(settings.grad_accumulation):
+                positions = step_positions(step, micro, settings, dist)
+                batch = batch_at(data, [stream_item(settings.seed, p, count) for p in positions], dist.device)
+                with autocast:
+                    loss = generator.loss(trained, batch, positions, settings.seed)
+                (loss / settings.grad_accumulation).backward()
+                step_loss += float(loss.detach()) / settings.grad_accumulation
+            if settings.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(network.parameters(), settings.grad_clip)
+            optimizer.step()
+            ema.update(network)
+            step += 1
+            window_loss += step_loss
+            window_steps += 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{step_loss:.4f}")
+            if step % settings.log_every == 0 or step == settings.steps:
+                seconds = time.perf_counter() - window_start
+                val = math.nan
+                if val_data and dist.is_main:
+                    with autocast:
+                        val = validation_loss(generator, network, val_data, settings, dist.device)
+                volumes = window_steps * settings.batch_size * settings.grad_accumulation * dist.world_size
+                rows.append({"step": step, "train_loss": window_loss / window_steps, "val_loss": val,
+                             "learning_rate": settings.learning_rate, "seconds": seconds,
+                             "volumes_per_second": volumes / seconds if seconds > 0 else math.nan})
+                window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
+            interrupted = _agree(terminate.requested, dist)
+            if step % settings.checkpoint_every == 0 or step == settings.steps or interrupted or step == stop_after:
+                checkpoint()
+            if interrupted:
+                raise TrainingInterrupted(f"stopped by SIGTERM at step {step}; checkpoint written to {checkpoint_dir}")
+            if stop_after is not None and step >= stop_after:
+                break
+    if bar is not None:
+        bar.close()
+    weights = {name: value.clone() for name, value in ema.weights.items()}
+    return weights, rows
+
+
+def save_model(path: str | Path, generator, network_settings, weights: dict, grid: Sequence[int],
+               extra: dict | None = None) -> None:
+    """The trained model file (EMA weights + what is needed to rebuild and sample), atomically.
+
+    Plain tensors, numbers and strings only, so it loads with ``weights_only=True``.
+    """
+    from cortexgen.diffusion.generators import settings_dict
+
+    model = {
+        "format": MODEL_FORMAT,
+        "generator": generator.name,
+        "generator_settings": json.dumps(settings_dict(generator)),
+        "network": json.dumps(network_settings.to_dict()),
+        "grid": [int(side) for side in grid],
+        "extra": json.dumps(extra or {}),
+        "weights": weights,
+    }
+    with atomic_output(path) as tmp:
+        torch.save(model, tmp)
+
+
+@dataclass
+class TrainedModel:
+    """A model file read back: the generator, its network with EMA weights (eval mode), grid, extra."""
+
+    generator: object
+    network: torch.nn.Module
+    grid: tuple[int, int, int]
+    extra: dict
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> TrainedModel:
+    """Read a model file written by :func:`save_model` (``weights_only=True``)."""
+    from cortexgen.diffusion.generators import make_generator
+    from cortexgen.diffusion.networks import NetworkSettings, build_unet
+
+    model = torch.load(path, map_location="cpu", weights_only=True)
+    if model.get("format") != MODEL_FORMAT:
+        raise ValueError(f"{path}: not a cortexgen diffusion model (format {model.get('format')!r})")
+    generator = make_generator(model["generator"], json.loads(model["generator_settings"]))
+    network = build_unet(NetworkSettings.from_dict(json.loads(model["network"])),
+                         generator.in_channels, generator.out_channels)
+    network.load_state_dict(model["weights"])
+    network.to(device).eval()
+    return TrainedModel(generator, network, tuple(model["grid"]), json.loads(model["extra"]))
+
+
+def write_log(rows: Sequence[dict], path: str | Path) -> None:
+    """The training log as TSV with :data:`LOG_COLUMNS`."""
+    with atomic_output(path) as tmp, open(tmp, "w") as out:
+        out.write("\t".join(LOG_COLUMNS) + "\n")
+        out.writelines("\t".join(f"{row[c]:.6g}" if isinstance(row[c], float) else str(row[c])
+                                for c in LOG_COLUMNS) + "\n" for row in rows)
+
+
+def loss_figure(rows: Sequence[dict], title: str):
+    """Training (and validation) loss against step, log scale; a matplotlib Figure."""
+    from cortexgen.plotting import agg_figure
+
+    fig = agg_figure((6, 3.5))
+    ax = fig.add_subplot(1, 1, 1)
+    steps = [row["step"] for row in rows]
+    ax.plot(steps, [row["train_loss"] for row in rows], label="train")
+    val = [row["val_loss"] for row in rows]
+    if any(not math.isnan(v) for v in val):
+        ax.plot(steps, val, label="validation (EMA)")
+    ax.set_yscale("log")
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def settings_values(**sections) -> dict:
+    """Settings dataclasses (or dicts) as plain values, for :func:`fingerprint`."""
+    return {name: asdict(value) if hasattr(value, "__dataclass_fields__") else value
+            for name, value in sections.items()}

@@ -1,0 +1,283 @@
+"""Diffusion maths, the shared training loop (EMA, resume, SIGTERM, DDP) and model files."""
+
+import os
+import signal
+
+import pytest
+import torch
+
+from cortexgen.diffusion import bridge, ddpm
+from cortexgen.diffusion.generators import make_generator
+from cortexgen.diffusion.networks import NetworkSettings, build_unet, check_grid
+from cortexgen.diffusion.training import (
+    Distributed,
+    TrainingInterrupted,
+    TrainSettings,
+    init_distributed,
+    load_model,
+    save_model,
+    stream_item,
+    train,
+)
+
+TINY = NetworkSettings(channels=(4, 8, 8), attention_levels=(False, False, True), num_res_blocks=1,
+                       norm_num_groups=4)
+
+
+def assert_same_training(a, b, tolerance=1e-3):
+    """Weights of two runs agree to ``tolerance`` relative (Frobenius over all tensors).
+
+    Runs that sum the same gradients in another order differ by float rounding, which
+    Adam turns into visible steps for parameters whose gradient is about zero; an
+    element-wise tolerance would fail on those, a different run would fail this.
+    """
+    diff = sum(float((a[k].double() - b[k].double()).square().sum()) for k in b) ** 0.5
+    norm = sum(float(b[k].double().square().sum()) for k in b) ** 0.5
+    assert diff / norm < tolerance, diff / norm
+
+
+def volumes(count, channels=1, side=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.rand(channels, side, side, side, generator=g) * 2 - 1 for _ in range(count)]
+
+
+# --- Brownian bridge maths ---------------------------------------------------------------
+
+
+def test_bridge_ends_are_image_and_condition_and_variance_peaks_midway():
+    schedule = bridge.BridgeSchedule()
+    x0, y = volumes(2)
+    noise = torch.randn(1, 1, 8, 8, 8, generator=torch.Generator().manual_seed(1))
+    first = bridge.q_sample(schedule, x0[None], y[None], torch.tensor([0]), noise)
+    last = bridge.q_sample(schedule, x0[None], y[None], torch.tensor([999]), noise)
+    # m_0 = 0.001, delta_0 = 0.002: x_0 is the image up to the ends of m_t and their noise.
+    expected_gap = 0.001 * 2 + (2 * (0.001 - 0.001**2)) ** 0.5 * noise.abs().max()
+    assert (first - x0).abs().max() <= expected_gap + 1e-6
+    assert (last - y).abs().max() <= expected_gap + 1e-6
+    variance = schedule.variance()
+    assert abs(int(variance.argmax()) - 499.5) <= 0.5
+    assert float(variance.max()) == pytest.approx(0.5, abs=1e-6)
+    assert float(variance[0]) == pytest.approx(2 * (0.001 - 0.001**2))
+
+
+@pytest.mark.parametrize("kind", ["ysubx", "grad", "noise"])
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_bridge_sampler_with_the_true_objective_recovers_the_image(kind, eta):
+    schedule = bridge.BridgeSchedule()
+    x0, y = (v[None].double() for v in volumes(2, seed=3))
+
+    def oracle(x_t, t):
+        # The objective implied by the true image at x_t (what a perfect network predicts).
+        m = schedule.m()[t].reshape(-1, 1, 1, 1, 1).to(x_t.dtype)
+        var = schedule.variance()[t].reshape(-1, 1, 1, 1, 1).to(x_t.dtype)
+        if kind == "ysubx":
+            return y - x0
+        if kind == "grad":
+            return x_t - x0
+        return (x_t - (1 - m) * x0 - m * y) / var.sqrt()
+
+    out = bridge.sample(schedule, kind, oracle, y, sample_steps=10,
+                        generator=torch.Generator().manual_seed(0), eta=eta)
+    assert torch.allclose(out, x0, atol=1e-6)
+
+
+def test_bridge_objective_and_its_inverse_agree():
+    schedule = bridge.BridgeSchedule()
+    x0, y = (v[None] for v in volumes(2, seed=4))
+    t = torch.tensor([321])
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(2))
+    x_t = bridge.q_sample(schedule, x0, y, t, noise)
+    for kind in bridge.OBJECTIVES:
+        target = bridge.objective(schedule, kind, x0, y, t, noise)
+        assert torch.allclose(bridge.predict_x0(schedule, kind, x_t, y, t, target), x0, atol=1e-5)
+
+
+def test_skip_step_sampling_visits_from_last_step_to_zero():
+    steps = bridge.sampling_steps(1000, 10)
+    assert steps[0] == 999 and steps[-1] == 0 and len(steps) == 10
+    assert steps == sorted(steps, reverse=True)
+    with pytest.raises(ValueError):
+        bridge.sampling_steps(1000, 1)
+
+
+# --- DDPM -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
+def test_ddim_with_the_true_prediction_recovers_the_image(prediction_type):
+    schedule = ddpm.NoiseSchedule(prediction_type=prediction_type)
+    scheduler = schedule.training_scheduler()
+    alphas = scheduler.alphas_cumprod.double()
+    x0 = volumes(1, seed=5)[0][None].double().clamp(-0.99, 0.99)
+
+    def oracle(x_t, t):
+        a = alphas[t].reshape(-1, 1, 1, 1, 1)
+        noise = (x_t - a.sqrt() * x0) / (1 - a).sqrt()
+        if prediction_type == "epsilon":
+            return noise
+        if prediction_type == "sample":
+            return x0
+        return a.sqrt() * noise - (1 - a).sqrt() * x0
+
+    out = ddpm.sample(schedule, oracle, tuple(x0.shape), sample_steps=20, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(out.double(), x0, atol=1e-5)
+
+
+def test_ddpm_training_target_matches_forward_noise():
+    scheduler = ddpm.NoiseSchedule().training_scheduler()
+    x0 = volumes(1)[0][None]
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([500])
+    x_t = ddpm.q_sample(scheduler, x0, t, noise)
+    a = scheduler.alphas_cumprod[500]
+    assert torch.allclose(x_t, a.sqrt() * x0 + (1 - a).sqrt() * noise, atol=1e-6)
+    assert torch.equal(ddpm.target(scheduler, x0, t, noise), noise)
+
+
+# --- network --------------------------------------------------------------------------------
+
+
+def test_default_unet_levels_accept_the_model_grid():
+    default = NetworkSettings()
+    assert default.channels == (128, 128, 256) and default.num_res_blocks == 2
+    check_grid(default, (84, 128, 84))
+    check_grid(default, (44, 64, 44))
+    with pytest.raises(ValueError, match="divisible by 4"):
+        check_grid(default, (42, 64, 42))
+    # The default's three levels and bottleneck attention, narrow (the full width at
+    # 84x128x84 needs minutes and GBs on a CPU; benchmarks/diffusion.py runs it).
+    narrow = NetworkSettings(channels=(4, 4, 8), norm_num_groups=4, num_res_blocks=2)
+    network = build_unet(narrow, 3, 1).eval()
+    with torch.no_grad():
+        out = network(torch.zeros(1, 3, 84, 128, 84), torch.tensor([10]))
+    assert out.shape == (1, 1, 84, 128, 84)
+
+
+# --- training loop -----------------------------------------------------------------------------
+
+
+def _tiny_run(tmp_path, name="run", steps=6, stop_after=None, batch_size=2, generator_name="bridge",
+              dist=None, data=None, seed=0):
+    generator = make_generator(generator_name, {})
+    torch.manual_seed(0)
+    network = build_unet(TINY, generator.in_channels, generator.out_channels)
+    if data is None:
+        data = {"image": volumes(3, seed=1)}
+        if generator_name == "bridge":
+            data["condition"] = volumes(3, channels=2, seed=2)
+    settings = TrainSettings(steps=steps, batch_size=batch_size, learning_rate=1e-3, log_every=2,
+                             checkpoint_every=100, seed=seed)
+    return train(generator, network, data, settings, tmp_path / name, "fingerprint", dist=dist,
+                 progress=False, stop_after=stop_after)
+
+
+def test_stream_visits_every_volume_once_per_epoch():
+    for epoch in range(3):
+        assert sorted(stream_item(7, epoch * 5 + i, 5) for i in range(5)) == list(range(5))
+
+
+def test_resume_gives_the_same_weights_as_training_straight_through(tmp_path):
+    straight, straight_log = _tiny_run(tmp_path, "straight")
+    first, _ = _tiny_run(tmp_path, "resumed", stop_after=3)
+    assert not all(torch.equal(first[k], straight[k]) for k in straight)
+    assert len(list((tmp_path / "resumed").glob("step-*.pt"))) == 1
+    resumed, resumed_log = _tiny_run(tmp_path, "resumed")
+    for name in straight:
+        assert torch.equal(resumed[name], straight[name]), name
+    assert [row["step"] for row in resumed_log] == [2, 4, 6]
+    assert [row["train_loss"] for row in resumed_log] == [row["train_loss"] for row in straight_log]
+
+
+def test_checkpoint_of_other_settings_is_not_resumed(tmp_path):
+    _tiny_run(tmp_path, "run", stop_after=3)
+    generator = make_generator("ddpm", {})
+    network = build_unet(TINY, 1, 1)
+    settings = TrainSettings(steps=2, batch_size=1, log_every=1, checkpoint_every=100)
+    _, rows = train(generator, network, {"image": volumes(2)}, settings, tmp_path / "run", "other", progress=False)
+    assert [row["step"] for row in rows] == [1, 2]
+
+
+class _TermAt:
+    """A generator whose loss sends SIGTERM to this process at one step (as SLURM does at the time limit)."""
+
+    def __init__(self, inner, at_call):
+        self.inner, self.calls, self.at_call = inner, 0, at_call
+        self.name, self.in_channels, self.out_channels = inner.name, inner.in_channels, inner.out_channels
+
+    def loss(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls == self.at_call:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return self.inner.loss(*args, **kwargs)
+
+
+def test_sigterm_writes_a_checkpoint_and_resuming_finishes_the_same(tmp_path):
+    straight, _ = _tiny_run(tmp_path, "straight")
+    generator = _TermAt(make_generator("bridge", {}), at_call=2)
+    torch.manual_seed(0)
+    network = build_unet(TINY, generator.in_channels, generator.out_channels)
+    data = {"image": volumes(3, seed=1), "condition": volumes(3, channels=2, seed=2)}
+    settings = TrainSettings(steps=6, batch_size=2, learning_rate=1e-3, log_every=2, checkpoint_every=100)
+    with pytest.raises(TrainingInterrupted, match="step 2"):
+        train(generator, network, data, settings, tmp_path / "killed", "fingerprint", progress=False)
+    assert [p.name for p in (tmp_path / "killed").glob("step-*.pt")] == ["step-00000002.pt"]
+    resumed, _ = _tiny_run(tmp_path, "killed")
+    for name in straight:
+        assert torch.equal(resumed[name], straight[name]), name
+
+
+def test_gradient_accumulation_matches_a_larger_batch(tmp_path):
+    big, _ = _tiny_run(tmp_path, "big", steps=3, batch_size=2)
+    generator = make_generator("bridge", {})
+    torch.manual_seed(0)
+    network = build_unet(TINY, generator.in_channels, generator.out_channels)
+    data = {"image": volumes(3, seed=1), "condition": volumes(3, channels=2, seed=2)}
+    settings = TrainSettings(steps=3, batch_size=1, grad_accumulation=2, learning_rate=1e-3, log_every=2,
+                             checkpoint_every=100)
+    small, _ = train(generator, network, data, settings, tmp_path / "small", "f", progress=False)
+    assert_same_training(small, big)
+    other_seed, _ = _tiny_run(tmp_path, "other", steps=3, batch_size=2, seed=1)
+    with pytest.raises(AssertionError):
+        assert_same_training(other_seed, big)
+
+
+def _ddp_worker(rank, world_size, port, out_dir):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world_size),
+                      RANK=str(rank), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    dist = init_distributed("cpu")
+    from pathlib import Path
+
+    weights, _ = _tiny_run(Path(out_dir), "ddp", steps=3, batch_size=1, dist=dist)
+    if rank == 0:
+        torch.save(weights, Path(out_dir) / "ddp_weights.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_ddp_with_two_cpu_processes_equals_one_process_with_the_global_batch(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    ddp_weights = torch.load(tmp_path / "ddp_weights.pt", weights_only=True)
+    single, _ = _tiny_run(tmp_path, "single", steps=3, batch_size=2, dist=Distributed())
+    assert_same_training(ddp_weights, single)
+
+
+def test_model_file_round_trips_with_weights_only(tmp_path):
+    generator = make_generator("bridge", {"objective": "grad", "conditions": ["pialsdf", "ribbon"]})
+    network = build_unet(TINY, generator.in_channels, generator.out_channels)
+    save_model(tmp_path / "model.pt", generator, TINY, network.state_dict(), (8, 8, 8), {"note": 1})
+    loaded = load_model(tmp_path / "model.pt")
+    assert loaded.generator.settings.objective == "grad"
+    assert loaded.generator.settings.conditions == ("pialsdf", "ribbon")
+    assert loaded.grid == (8, 8, 8) and loaded.extra == {"note": 1}
+    for name, value in network.state_dict().items():
+        assert torch.equal(loaded.network.state_dict()[name], value)
+    torch.save({"format": "other"}, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="not a cortexgen diffusion model"):
+        load_model(tmp_path / "bad.pt")
