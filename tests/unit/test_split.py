@@ -34,3 +34,18 @@ def test_bad_requests_are_refused():
         split_subjects(SUBJECTS, held_out=["99"])
     with pytest.raises(ValueError, match="fraction"):
         split_subjects(SUBJECTS, held_out_fraction=1.0)
+
+
+def test_validation_subjects_come_from_the_rest_and_leave_two_to_train():
+    subjects = [f"sub-{i:02d}" for i in range(1, 11)]
+    split = split_subjects(subjects, held_out=["03"], validation_fraction=0.2, seed=1)
+    assert split.held_out == ("sub-03",)
+    assert len(split.validation) == 2 and "sub-03" not in split.validation
+    assert set(split.train) | set(split.validation) | set(split.held_out) == set(subjects)
+    assert not set(split.train) & set(split.validation)
+    assert split == split_subjects(subjects, held_out=["03"], validation_fraction=0.2, seed=1)
+    few = split_subjects(subjects[:3], held_out=["01"], validation_fraction=0.5)
+    assert len(few.train) == 2 and few.validation == ()
+    assert split_subjects(subjects).validation == ()
+    with pytest.raises(ValueError, match="validation_fraction"):
+        split_subjects(subjects, validation_fraction=1.0)
