@@ -27,6 +27,7 @@ include: "rules/common.smk"
 include: "rules/preprocess.smk"
 include: "rules/surfaces.smk"
 include: "rules/shape_model.smk"
+include: "rules/diffusion.smk"
 
 
 rule all:
@@ -35,3 +36,4 @@ rule all:
         preprocess_targets(),
         surface_targets(),
         shape_model_targets(),
+        diffusion_targets(),

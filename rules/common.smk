@@ -107,6 +107,7 @@ SPLIT = split_subjects(
     config["split"]["held_out"],
     config["split"]["held_out_fraction"],
     config["split"]["seed"],
+    config["split"]["validation_fraction"],
 )
 TRAIN_SCANS = [scan for scan in SCANS.values() if f"sub-{scan.subject}" in SPLIT.train]
 
@@ -178,3 +179,88 @@ def interpolation_endpoints(wildcards):
             files[f"{end}_{hemi}_mid"] = format_scan(rules.surfaces.output.midthickness[i], scan)
             files[f"{end}_{hemi}_thickness"] = format_scan(rules.surfaces.output.thickness[i], scan)
     return files
+
+
+# Diffusion generators (rules/diffusion.smk): their training volumes and what they sample.
+
+VALIDATION_SCANS = [scan for scan in SCANS.values() if f"sub-{scan.subject}" in SPLIT.validation]
+HELD_OUT_SCANS = [scan for scan in SCANS.values() if f"sub-{scan.subject}" in SPLIT.held_out]
+GENERATORS = ["bridge", "ddpm", "deform"]
+
+
+def condition_patterns():
+    """Condition role -> (per-scan pattern, per-shape pattern) of the bridge's condition volumes."""
+    return {
+        "pialsdf": (rules.surface_sdf.output.pial_sdf, rules.make_shape.output.pial_sdf),
+        "whitesdf": (rules.surface_sdf.output.white_sdf, rules.make_shape.output.white_sdf),
+        "ribbon": (rules.surface_sdf.output.ribbon, rules.make_shape.output.ribbon),
+    }
+
+
+def generator_inputs(model):
+    """Input function: a generator's training (and ``val_``-prefixed validation) volumes.
+
+    bridge: images and the configured condition volumes; ddpm: images; deform: fields.
+    """
+
+    def inputs(wildcards):
+        files = {}
+        for prefix, scans in (("", TRAIN_SCANS), ("val_", VALIDATION_SCANS)):
+            if not scans:
+                continue
+            if model == "deform":
+                files[f"{prefix}fields"] = [format_scan(rules.deformation_field.output.field, s) for s in scans]
+                continue
+            files[f"{prefix}images"] = [format_scan(rules.normalize.output.image, s) for s in scans]
+            if model == "bridge":
+                for role in config["diffusion"]["bridge"]["conditions"]:
+                    files[f"{prefix}{role}"] = [format_scan(condition_patterns()[role][0], s) for s in scans]
+        return files
+
+    return inputs
+
+
+def bridge_conditions():
+    """What the bridge samples from: each held-out scan's own SDFs (paired with its real image),
+    then every new cortex of the shape model. [{id, label, kind, real, <role>: path}]."""
+    roles = config["diffusion"]["bridge"]["conditions"]
+    items = []
+    for scan in HELD_OUT_SCANS:
+        item = {"id": scan.prefix, "label": scan.prefix.replace("-", "").replace("_", ""), "kind": "held_out",
+                "real": format_scan(rules.normalize.output.image, scan)}
+        item.update({role: format_scan(condition_patterns()[role][0], scan) for role in roles})
+        items.append(item)
+    for shape, spec in SHAPE_SPECS.items():
+        item = {"id": shape, "label": shape, "kind": spec["kind"], "real": ""}
+        item.update({role: str(condition_patterns()[role][1]).format(shape=shape) for role in roles})
+        items.append(item)
+    return items
+
+
+def bridge_condition_files(wildcards):
+    """Input function: every condition volume the bridge samples from, by role."""
+    return {role: [item[role] for item in BRIDGE_CONDITIONS] for role in config["diffusion"]["bridge"]["conditions"]}
+
+
+def sample_names(model, suffix):
+    """results/samples/<model>/sample-0001_<suffix> ... for the configured number of samples."""
+    count = config["diffusion"][model]["sampling"]["n"]
+    return [f"results/samples/{model}/sample-{index:04d}_{suffix}" for index in range(1, count + 1)]
+
+
+def diffusion_targets():
+    """The trained generators (model, log, loss curve) and their samples.
+
+    A dataset with no training subject has nothing to train on; the bridge samples only if
+    there is a held-out subject or a new cortex to condition on.
+    """
+    if not TRAIN_SCANS:
+        return []
+    targets = []
+    for rule_name in ("train_bridge", "train_ddpm", "train_deform"):
+        targets += [str(path) for path in getattr(rules, rule_name).output]
+    if BRIDGE_CONDITIONS:
+        targets += [str(path) for path in rules.sample_bridge.output]
+    targets += [str(path) for path in rules.sample_ddpm.output]
+    targets += [str(path) for path in rules.sample_deform.output]
+    return targets

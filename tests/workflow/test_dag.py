@@ -15,6 +15,9 @@ PREPROC_RULES = ["denoise", "n4", "mni_affine", "skullstrip", "normalize", "qc_p
 SURFACE_RULES = ["segment", "surfaces", "surface_sdf", "qc_surfaces"]
 # The demo config: 2 samples, 1 interpolation, 1 atrophy; one model (and quality) per hemisphere.
 SHAPE_JOBS = {"fit_shape_model": 2, "shape_model_quality": 2, "make_shape": 4, "qc_shapes": 1}
+# Three generators, each trained once and sampled once; a field per training subject (2 of 3).
+DIFFUSION_JOBS = {"deform_template": 1, "deformation_field": 2, "train_bridge": 1, "train_ddpm": 1,
+                  "train_deform": 1, "sample_bridge": 1, "sample_ddpm": 1, "sample_deform": 1}
 
 
 def job_counts(stdout: str) -> dict[str, int]:
@@ -37,9 +40,15 @@ def test_full_dag_dry_run_schedules_every_step_per_subject(tmp_path):
     assert n_demo == 3
     per_subject = PREPROC_RULES + SURFACE_RULES
     assert counts == {
-        **{rule: n_demo for rule in per_subject}, **SHAPE_JOBS, "surface_template": 1, "all": 1,
-        "total": len(per_subject) * n_demo + 2 + sum(SHAPE_JOBS.values()),
+        **{rule: n_demo for rule in per_subject}, **SHAPE_JOBS, **DIFFUSION_JOBS, "surface_template": 1, "all": 1,
+        "total": len(per_subject) * n_demo + 2 + sum(SHAPE_JOBS.values()) + sum(DIFFUSION_JOBS.values()),
     }
+    for model in ("bridge", "ddpm", "deform"):
+        assert f"results/models/{model}/model.pt" in result.stdout
+    assert "results/samples/ddpm/sample-0004_T1w.nii.gz" in result.stdout
+    # The bridge samples from the held-out subject's SDFs and from every new cortex.
+    for condition in ("sub03", "sample0001", "sample0002", "interp01to02w050", "atrophy01"):
+        assert f"results/samples/bridge/cond-{condition}_T1w.nii.gz" in result.stdout
     for shape in ("sample0001", "sample0002", "atrophy01"):
         assert f"results/shapes/{shape}/{shape}_space-MNIColin27_res-84x128x84_desc-pialsdf.nii.gz" in result.stdout
     assert "results/shape_model/hemi-L_ssm.npz" in result.stdout
@@ -81,6 +90,21 @@ def test_shape_model_trains_on_the_training_split_only(tmp_path):
     assert "results/shapes/interp01to03w050/" in result.stdout
 
 
+def test_generators_train_on_the_training_split_only(tmp_path):
+    config = demo_config()
+    config["split"] = {"held_out": ["02"], "held_out_fraction": 0.25, "seed": 0}
+    result = run_snakemake(tmp_path, config, "--dry-run", "--until", "train_bridge", "train_ddpm", "train_deform")
+    assert result.returncode == 0, result.stderr
+    counts = job_counts(result.stdout)
+    assert counts["deformation_field"] == 2 and "sample_bridge" not in counts and "make_shape" not in counts
+    for rule in ("train_bridge", "train_ddpm"):
+        block = result.stdout[result.stdout.index(f"rule {rule}:") :].split("\n\n")[0]
+        inputs = next(line for line in block.splitlines() if line.strip().startswith("input:"))
+        assert "sub-01_" in inputs and "sub-03_" in inputs and "sub-02" not in inputs
+    block = result.stdout[result.stdout.index("rule train_bridge:") :].split("\n\n")[0]
+    assert "desc-pialsdf" in block and "desc-whitesdf" in block
+
+
 def test_sessions_and_participant_filter(tmp_path):
     bids = tmp_path / "bids"
     for sub, ses in [("01", "A"), ("01", "B"), ("02", None), ("03", None)]:
@@ -108,6 +132,28 @@ def test_slurm_profile_dry_run_carries_resources(tmp_path):
     assert "mem_mb=3000" in resources_line and "runtime=20" in resources_line, denoise_block
 
 
+def test_slurm_profile_with_the_gpu_config_requests_gpus_for_training_and_sampling(tmp_path):
+    import yaml
+    from snakemake.utils import update_config
+
+    # As `--configfile config/gpu.yaml` on top of the shipped config (merged here because
+    # the test already passes its own --configfile, and a second one would replace it).
+    config = demo_config()
+    update_config(config, yaml.safe_load((REPO / "config" / "gpu.yaml").read_text()))
+    result = run_snakemake(tmp_path, config, "--dry-run", "--profile", str(REPO / "profiles" / "slurm"))
+    assert result.returncode == 0, result.stderr
+
+    def resources(rule):
+        block = result.stdout[result.stdout.index(f"rule {rule}:") :].split("[")[0]
+        return next(line for line in block.splitlines() if "resources:" in line)
+
+    for rule in ("train_bridge", "train_ddpm", "train_deform", "sample_bridge", "sample_ddpm", "sample_deform"):
+        assert "gpu=1" in resources(rule), resources(rule)
+    assert "runtime=2880" in resources("train_ddpm") and "mem_mb=32000" in resources("train_ddpm")
+    for rule in ("denoise", "surfaces", "deformation_field"):
+        assert "gpu=" not in resources(rule), resources(rule)
+
+
 def test_lint_is_clean():
     result = subprocess.run(
         [sys.executable, "-m", "snakemake", "--lint"], capture_output=True, text=True, cwd=REPO, timeout=300
@@ -123,6 +169,8 @@ def test_lint_is_clean():
         (lambda c: c["preprocess"]["n4"].__setitem__("shrink_factor", "four"), "shrink_factor"),
         (lambda c: c["preprocess"]["denoise"].__setitem__("method", "gaussian"), "method"),
         (lambda c: c.__setitem__("bidsdir", "x"), "bidsdir"),
+        (lambda c: c["diffusion"]["bridge"].__setitem__("objective", "l2"), "objective"),
+        (lambda c: c["resources"]["train_ddpm"].__setitem__("gpu", -1), "gpu"),
     ],
 )
 def test_bad_config_stops_before_any_job_naming_the_key(tmp_path, mutate, key):

@@ -1,0 +1,263 @@
+"""Training and sampling jobs of the workflow, from a plain job description.
+
+A job description (``spec``) is a dict of plain values: the generator's name and config
+section, input and output paths. The workflow's scripts build it from ``snakemake``;
+for several GPUs it is written to JSON and ``torchrun -m cortexgen.diffusion.run spec.json``
+runs :func:`train_job` once per GPU.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+
+from cortexgen.diffusion import data as volumes
+from cortexgen.diffusion.generators import make_generator
+from cortexgen.diffusion.networks import NetworkSettings, build_unet, check_grid
+from cortexgen.diffusion.training import (
+    TrainSettings,
+    fingerprint,
+    init_distributed,
+    load_model,
+    loss_figure,
+    save_model,
+    train,
+    write_log,
+)
+from cortexgen.io import atomic_output, save_nifti
+
+log = logging.getLogger("cortexgen")
+
+#: The generators' own settings in a config section (the rest: grid, network, training, sampling...).
+GENERATOR_KEYS = {
+    "bridge": ("schedule", "objective", "conditions", "sample_steps", "eta"),
+    "ddpm": ("schedule", "sample_steps", "eta"),
+    "deform": ("schedule", "sample_steps", "eta"),
+}
+
+
+def model_grid(settings: dict, image_shape: Sequence[int]) -> tuple[int, int, int]:
+    """The generator's training grid: its ``grid``, or the images' when null."""
+    return tuple(int(side) for side in (settings.get("grid") or image_shape))
+
+
+def load_data(model: str, inputs: dict, settings: dict, grid, sdf_clip_mm: float, prefix: str = "") -> dict:
+    """Training (or, with ``prefix='val_'``, validation) volumes in the network's scaling.
+
+    bridge: ``image`` and ``condition`` ((C, *grid), channels in config order); ddpm: ``image``;
+    deform: ``image`` holds the raw field in mm, (3, *grid) (scaled later by the field scale).
+    """
+    from cortexgen.diffusion.fields import field_array, resize_field
+
+    if model == "deform":
+        fields = [torch.from_numpy(field_array(nib.load(path)).astype(np.float32))
+                  for path in inputs.get(f"{prefix}fields", [])]
+        return {"image": [resize_field(field, grid) for field in fields]} if fields else {}
+    images = [volumes.load_image(path, grid) for path in inputs.get(f"{prefix}images", [])]
+    if not images:
+        return {}
+    data = {"image": images}
+    if model == "bridge":
+        roles = settings["conditions"]
+        data["condition"] = [
+            volumes.load_conditions({role: inputs[f"{prefix}{role}"][i] for role in roles}, roles, grid, sdf_clip_mm)
+            for i in range(len(images))
+        ]
+    return data
+
+
+def _device(name: str) -> str | None:
+    return None if name == "auto" else name
+
+
+def train_job(spec: dict) -> None:
+    """Train one generator as the workflow's ``train_<model>`` rule asks (also under torchrun)."""
+    from cortexgen.diffusion.fields import field_scale
+
+    model, settings, inputs = spec["model"], spec["settings"], spec["inputs"]
+    dist = init_distributed(_device(spec.get("device", "auto")))
+    first = inputs["fields"][0] if model == "deform" else inputs["images"][0]
+    grid = model_grid(settings, nib.load(first).shape[:3])
+    network_settings = NetworkSettings.from_dict(settings["network"])
+    check_grid(network_settings, grid)
+    generator = make_generator(model, {key: settings[key] for key in GENERATOR_KEYS[model] if key in settings})
+    train_settings = TrainSettings(**settings["training"])
+    data = load_data(model, inputs, settings, grid, spec.get("sdf_clip_mm", 10.0))
+    val_data = load_data(model, inputs, settings, grid, spec.get("sdf_clip_mm", 10.0), prefix="val_")
+    extra = {"grid": list(grid)}
+    if model == "deform":
+        # One scale for every field (mm), so the DDPM sees values of about [-1, 1].
+        scale = field_scale(data["image"], settings.get("scale_percentile", 99.5))
+        data["image"] = [field / scale for field in data["image"]]
+        if val_data:
+            val_data["image"] = [field / scale for field in val_data["image"]]
+        extra["field_scale_mm"] = scale
+    if dist.is_main:
+        log.info("%s: %d training and %d validation volumes on a %s grid, %s, %d process(es)",
+                 model, len(data["image"]), len(val_data.get("image", [])), "x".join(map(str, grid)),
+                 dist.device, dist.world_size)
+    torch.manual_seed(train_settings.seed)
+    network = build_unet(network_settings, generator.in_channels, generator.out_channels)
+    # Resume only a checkpoint made from the same settings and the same training files.
+    run_fingerprint = fingerprint({"settings": settings, "inputs": inputs, "world_size": dist.world_size})
+    weights, rows = train(generator, network, data, train_settings, spec["checkpoints"], run_fingerprint,
+                          val_data=val_data or None, dist=dist, progress=spec.get("progress", True))
+    if dist.is_main:
+        weights = {name: value.cpu() for name, value in weights.items()}
+        save_model(spec["outputs"]["model"], generator, network_settings, weights, grid, extra)
+        write_log(rows, spec["outputs"]["log"])
+        fig = loss_figure(rows, f"{model}: {len(data['image'])} training volumes, grid {'x'.join(map(str, grid))}")
+        with atomic_output(spec["outputs"]["png"]) as tmp:
+            fig.savefig(tmp, dpi=100)
+        log.info("%s: final training loss %.4g after %d steps", model, rows[-1]["train_loss"], rows[-1]["step"])
+    if dist.world_size > 1:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
+def _progress(desc: str):
+    from tqdm import tqdm
+
+    return lambda steps: tqdm(steps, desc=desc, leave=False)
+
+
+def _device_for_sampling(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _batches(count: int, size: int):
+    for start in range(0, count, max(1, size)):
+        yield list(range(start, min(count, start + max(1, size))))
+
+
+def sample_bridge_job(spec: dict) -> list[dict]:
+    """Images from the bridge for each condition set; written on the grid of the condition files.
+
+    ``spec['conditions']``: list of {"id", "kind", role: path..., "real": path or ""}; outputs in
+    the same order. Each image's noise comes from (sampling seed, its index), so a sample does
+    not depend on the batch it was drawn in.
+    """
+    device = _device_for_sampling(spec.get("device", "auto"))
+    trained = load_model(spec["model_file"], device)
+    roles = trained.generator.settings.conditions
+    sampling = spec["settings"]["sampling"]
+    rows = []
+    for batch in _batches(len(spec["conditions"]), sampling["batch_size"]):
+        items = [spec["conditions"][i] for i in batch]
+        reference = nib.load(items[0][roles[0]])
+        condition = torch.stack([
+            volumes.load_conditions(item, roles, trained.grid, spec["sdf_clip_mm"]) for item in items
+        ]).to(device)
+        images = []
+        for k, index in enumerate(batch):
+            generator = torch.Generator(device=device).manual_seed(sampling["seed"] * 100_003 + index)
+            images.append(trained.generator.sample(trained.network, condition[k:k + 1], generator=generator,
+                                                   progress=_progress(f"bridge {items[k]['id']}")))
+        out = volumes.resize_volume(torch.cat(images).float().cpu(), reference.shape[:3])
+        for k, index in enumerate(batch):
+            save_nifti(_image(out[k], reference.affine), spec["outputs"][index])
+            rows.append({"file": Path(spec["outputs"][index]).name, "condition": items[k]["id"],
+                         "kind": items[k]["kind"], "real_image": items[k].get("real", ""),
+                         "seed": sampling["seed"], "index": index})
+    write_table(rows, spec["table"])
+    return rows
+
+
+def sample_unconditional_job(spec: dict) -> list[dict]:
+    """``len(outputs)`` images from the ddpm (noise -> image) or deform (noise -> field -> warped template).
+
+    Written on the grid of ``spec['grid_image']`` (the model grid). For deform, each sampled
+    field (mm) is written too, with the fraction of voxels where the warp folds (Jacobian <= 0).
+    """
+    from cortexgen.diffusion.fields import resize_field, warp_image
+
+    device = _device_for_sampling(spec.get("device", "auto"))
+    trained = load_model(spec["model_file"], device)
+    sampling = spec["settings"]["sampling"]
+    reference = nib.load(spec["grid_image"])
+    shape = reference.shape[:3]
+    channels = trained.generator.out_channels
+    rows = []
+    for batch in _batches(len(spec["outputs"]), sampling["batch_size"]):
+        samples = []
+        for index in batch:
+            generator = torch.Generator(device=device).manual_seed(sampling["seed"] * 100_003 + index)
+            samples.append(trained.generator.sample(
+                trained.network, (1, channels, *trained.grid), generator=generator, device=device,
+                progress=_progress(f"{trained.generator.name} {index + 1}")))
+        samples = torch.cat(samples).float().cpu()
+        for k, index in enumerate(batch):
+            row = {"file": Path(spec["outputs"][index]).name, "seed": sampling["seed"], "index": index}
+            if trained.generator.name == "deform":
+                field = resize_field(samples[k] * trained.extra["field_scale_mm"], shape)
+                template = torch.from_numpy(np.asarray(reference.get_fdata(dtype=np.float32)))
+                image = warp_image(template, field, reference.affine).numpy()
+                save_nifti(_field_image(field.numpy(), reference.affine), spec["fields"][index])
+                row["folding_fraction"] = folding_fraction(field.numpy(), reference.affine)
+                save_nifti(nib.Nifti1Image(np.clip(image, 0, 1).astype(np.float32), reference.affine),
+                           spec["outputs"][index])
+            else:
+                save_nifti(_image(volumes.resize_volume(samples[k], shape), reference.affine), spec["outputs"][index])
+            rows.append(row)
+    write_table(rows, spec["table"])
+    return rows
+
+
+def folding_fraction(field_mm: np.ndarray, affine: np.ndarray) -> float:
+    """Fraction of voxels where x -> x + u(x) folds (det of its Jacobian <= 0); field (3, X, Y, Z) in mm."""
+    spacing = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
+    # d u_i / d x_j in voxel-axis terms; the grid axes are the world axes up to sign/permutation here,
+    # so the determinant's sign is what matters and it is invariant to that orthogonal change.
+    rotation = np.asarray(affine)[:3, :3] / spacing
+    jacobian = np.empty(field_mm.shape[1:] + (3, 3), dtype=np.float64)
+    for i in range(3):
+        for j, derivative in enumerate(np.gradient(field_mm[i], *spacing)):
+            jacobian[..., i, j] = derivative
+    # u is in world axes, derivatives along voxel axes: J_world = I + (du/dv) R^T.
+    jacobian = np.eye(3) + jacobian @ rotation.T
+    return float((np.linalg.det(jacobian) <= 0).mean())
+
+
+def _image(volume: torch.Tensor, affine: np.ndarray) -> nib.Nifti1Image:
+    image = nib.Nifti1Image(volumes.network_to_image(volume), affine)
+    image.header.set_xyzt_units("mm", "sec")
+    return image
+
+
+def _field_image(field: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
+    image = nib.Nifti1Image(np.moveaxis(field, 0, -1).astype(np.float32), affine)
+    image.header.set_intent("vector")
+    image.header.set_xyzt_units("mm", "sec")
+    return image
+
+
+def write_table(rows: Sequence[dict], path) -> None:
+    """Rows as TSV (columns: the union of the rows' keys, in first-seen order)."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    with atomic_output(path) as tmp, open(tmp, "w", newline="") as out:
+        writer = csv.DictWriter(out, columns, delimiter="\t", restval="", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m cortexgen.diffusion.run spec.json``: run a training job (one process per GPU)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        raise SystemExit("usage: python -m cortexgen.diffusion.run <train spec.json>")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    train_job(json.loads(Path(argv[0]).read_text()))
+
+
+if __name__ == "__main__":
+    main()

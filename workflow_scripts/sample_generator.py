@@ -1,0 +1,26 @@
+"""Rules sample_bridge, sample_ddpm, sample_deform: synthetic images from a trained generator."""
+
+from cortexgen.runtime import job_log, limit_threads
+
+limit_threads(snakemake.threads)
+
+from cortexgen.diffusion.run import sample_bridge_job, sample_unconditional_job  # noqa: E402
+
+with job_log(snakemake.log[0]) as log:
+    model = snakemake.params.model
+    spec = {
+        "model_file": snakemake.input.model,
+        "settings": snakemake.params.settings,
+        "device": snakemake.params.device,
+        "outputs": list(snakemake.output.images),
+        "table": snakemake.output.table,
+    }
+    if model == "bridge":
+        spec["sdf_clip_mm"] = snakemake.params.sdf_clip_mm
+        spec["conditions"] = snakemake.params.conditions
+        rows = sample_bridge_job(spec)
+    else:
+        spec["grid_image"] = snakemake.input.grid
+        spec["fields"] = list(snakemake.output.get("fields", []))
+        rows = sample_unconditional_job(spec)
+    log.info("%s: %d images written", model, len(rows))

@@ -1,0 +1,41 @@
+"""Rules train_bridge, train_ddpm, train_deform: one generator, resuming from its checkpoints.
+
+With a ``gpu`` resource above 1 the job runs torchrun, one process per GPU (DDP); the job
+description goes to it as a JSON file, never as shell text.
+"""
+
+from cortexgen.runtime import job_log, limit_threads
+
+limit_threads(snakemake.threads)
+
+import json  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from cortexgen.diffusion.run import train_job  # noqa: E402
+
+with job_log(snakemake.log[0]) as log:
+    spec = {
+        "model": snakemake.params.model,
+        "settings": snakemake.params.settings,
+        "device": snakemake.params.device,
+        "sdf_clip_mm": snakemake.params.sdf_clip_mm,
+        "checkpoints": snakemake.params.checkpoints,
+        "inputs": {key: [value] if isinstance(value, str) else list(value) for key, value in snakemake.input.items()},
+        "outputs": {key: str(value) for key, value in snakemake.output.items()},
+    }
+    gpus = int(snakemake.resources.get("gpu", 0) or 0)
+    if gpus > 1:
+        Path(spec["checkpoints"]).mkdir(parents=True, exist_ok=True)
+        spec_path = Path(spec["checkpoints"]) / "job.json"
+        spec_path.write_text(json.dumps(spec, indent=1))
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
+                   "-m", "cortexgen.diffusion.run", str(spec_path)]
+        log.info("launching %d processes: %s", gpus, " ".join(command))
+        # workflow_scripts/cortexgen links to the library, so the script folder makes it importable.
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [snakemake.scriptdir, os.environ.get("PYTHONPATH")])))
+        subprocess.run(command, check=True, env=env)
+    else:
+        train_job(spec)
