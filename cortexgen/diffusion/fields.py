@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from cortexgen.preprocess.convert import nib_to_ants
 from cortexgen.preprocess.normalize import normalize_and_resize, resized_affine
+from cortexgen.preprocess.register import ants_seed
 
 #: ITK stores vectors in LPS world coordinates; nibabel's world is RAS.
 _LPS_TO_RAS = np.array([-1.0, -1.0, 1.0], dtype=np.float32)
@@ -147,10 +148,7 @@ def register_to_template(
         raise ValueError("register_to_template: subject and template must be on the same grid")
     fixed = nib_to_ants(subject)
     moving = nib_to_ants(template)
-    # antspyx 0.6 ignores a random_seed keyword and reads ants.config; set it for this call only.
-    previous_seed = ants.config._random_seed
-    ants.config._random_seed = int(settings.random_seed)
-    try:
+    with ants_seed(settings.random_seed):
         registration = ants.registration(
             fixed=fixed,
             moving=moving,
@@ -162,8 +160,6 @@ def register_to_template(
             flow_sigma=float(settings.flow_sigma),
             total_sigma=float(settings.total_sigma),
         )
-    finally:
-        ants.config._random_seed = previous_seed
     # ANTs leaves every transform in a temporary file; a cohort would fill /tmp with them.
     temporary = set(registration["fwdtransforms"]) | set(registration["invtransforms"])
     try:

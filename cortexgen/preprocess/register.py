@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,15 +84,28 @@ class AffineSettings:
         return cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in section.items()})
 
 
+@contextlib.contextmanager
+def ants_seed(seed: int) -> Iterator[None]:
+    """Seed ANTs' registrations inside the block, and restore the previous seed after.
+
+    antspyx 0.6 ignores a random_seed keyword (its **kwargs swallow it) and reads the seed
+    from ants.config.
+    """
+    import ants
+
+    previous_seed = ants.config._random_seed
+    ants.config._random_seed = int(seed)
+    try:
+        yield
+    finally:
+        ants.config._random_seed = previous_seed
+
+
 def _seeded_affine(fixed, moving, settings: AffineSettings, **kwargs) -> str:
     """One ANTs affine registration; returns the path of its (collapsed) transform."""
     import ants
 
-    # antspyx 0.6 ignores a random_seed keyword (its **kwargs swallow it) and reads the
-    # seed from ants.config; set it for this call only.
-    previous_seed = ants.config._random_seed
-    ants.config._random_seed = int(settings.seed)
-    try:
+    with ants_seed(settings.seed):
         registration = ants.registration(
             fixed=fixed,
             moving=moving,
@@ -100,8 +115,6 @@ def _seeded_affine(fixed, moving, settings: AffineSettings, **kwargs) -> str:
             aff_smoothing_sigmas=tuple(settings.smoothing_sigmas_vox),
             **kwargs,
         )
-    finally:
-        ants.config._random_seed = previous_seed
     return registration["fwdtransforms"][0]
 
 
