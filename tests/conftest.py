@@ -31,6 +31,20 @@ def demo_config(**overrides) -> dict:
     return config
 
 
+def discovery_bids(root: Path, labels) -> Path:
+    """A BIDS folder with one T1w per label, for runs where no rule that reads a T1w may run.
+
+    Each file is a copy of a demo head: the workflow needs the files to find the subjects.
+    """
+    import shutil
+
+    for label in labels:
+        anat = root / f"sub-{label}" / "anat"
+        anat.mkdir(parents=True)
+        shutil.copy(DEMO_BIDS / "sub-01/anat/sub-01_T1w.nii.gz", anat / f"sub-{label}_T1w.nii.gz")
+    return root
+
+
 def run_snakemake(workdir: Path, config: dict, *args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
     """Run the repository's workflow in ``workdir`` with ``config``; output captured as text."""
     workdir.mkdir(parents=True, exist_ok=True)

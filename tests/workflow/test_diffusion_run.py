@@ -10,7 +10,6 @@ checks the plumbing and the files, the unit tests check what the models learn.
 from __future__ import annotations
 
 import csv
-import shutil
 
 import nibabel as nib
 import numpy as np
@@ -21,7 +20,7 @@ from scipy import ndimage
 from cortexgen.diffusion.fields import template_image
 from cortexgen.diffusion.training import load_model
 from cortexgen.preprocess.normalize import resized_affine
-from tests.conftest import DEMO_BIDS, REPO, demo_config, run_snakemake
+from tests.conftest import REPO, demo_config, discovery_bids, run_snakemake
 
 LABELS = ["01", "02", "03"]
 GRID = (32, 48, 32)
@@ -41,11 +40,7 @@ def signed_distance(inside: np.ndarray, spacing) -> np.ndarray:
 @pytest.fixture(scope="module")
 def diffusion_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("diffusion_run")
-    bids = root / "bids"
-    for label in LABELS:  # discovery only: no rule that reads the T1w may run
-        anat = bids / f"sub-{label}" / "anat"
-        anat.mkdir(parents=True)
-        shutil.copy(DEMO_BIDS / "sub-01/anat/sub-01_T1w.nii.gz", anat / f"sub-{label}_T1w.nii.gz")
+    bids = discovery_bids(root / "bids", LABELS)
     work = root / "work"
     template = nib.load(REPO / "resources/templates/tpl-MNIColin27_res-1_T1w.nii.gz")
     mask = nib.load(REPO / "resources/templates/tpl-MNIColin27_res-1_desc-brain_mask.nii.gz")

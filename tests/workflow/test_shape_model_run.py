@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 
 import nibabel as nib
 import numpy as np
@@ -20,7 +19,7 @@ from cortexgen.shape.model import load_shape_model
 from cortexgen.surfaces.mesh import load_shape, load_surface, save_shape, save_surface
 from cortexgen.surfaces.sdf import sample_volume
 from cortexgen.surfaces.template import load_fsaverage
-from tests.conftest import DEMO_BIDS, demo_config, run_snakemake
+from tests.conftest import demo_config, discovery_bids, run_snakemake
 
 LABELS = ["01", "02", "03", "04"]
 SHAPE_RULES = ["fit_shape_model", "shape_model_quality", "make_shape", "qc_shapes"]
@@ -30,11 +29,7 @@ OCCIPITAL_Y_MM = -70.0
 @pytest.fixture(scope="module")
 def shape_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("shape_run")
-    bids = root / "bids"
-    for label in LABELS:  # discovery only: no rule that reads the T1w may run
-        anat = bids / f"sub-{label}" / "anat"
-        anat.mkdir(parents=True)
-        shutil.copy(DEMO_BIDS / "sub-01/anat/sub-01_T1w.nii.gz", anat / f"sub-{label}_T1w.nii.gz")
+    bids = discovery_bids(root / "bids", LABELS)
     work = root / "work"
     rng = np.random.default_rng(0)
     sizes, thickness_factors = 1.0 + 0.04 * rng.standard_normal(4), 1.0 + 0.1 * rng.standard_normal(4)
