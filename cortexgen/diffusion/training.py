@@ -397,9 +397,3 @@ def loss_figure(rows: Sequence[dict], title: str):
     ax.legend()
     fig.tight_layout()
     return fig
-
-
-def settings_values(**sections) -> dict:
-    """Settings dataclasses (or dicts) as plain values, for :func:`fingerprint`."""
-    return {name: asdict(value) if hasattr(value, "__dataclass_fields__") else value
-            for name, value in sections.items()}
