@@ -89,9 +89,14 @@ def ants_seed(seed: int) -> Iterator[None]:
     """Seed ANTs' registrations inside the block, and restore the previous seed after.
 
     antspyx 0.6 ignores a random_seed keyword (its **kwargs swallow it) and reads the seed
-    from ants.config.
+    from ants.config. ANTs takes a seed of 0 to mean "seed from the clock", so 0 is refused:
+    with it, a registration's random metric sampling differs on every run. A non-zero seed
+    gives the same result on every run with the same ITK thread count.
     """
     import ants
+
+    if int(seed) < 1:
+        raise ValueError(f"ANTs seed must be a positive integer (ANTs reads 0 as 'use the clock'), got {seed}")
 
     previous_seed = ants.config._random_seed
     ants.config._random_seed = int(seed)

@@ -17,6 +17,7 @@ import numpy as np
 from scipy import ndimage
 
 from cortexgen.preprocess.convert import nib_to_ants
+from cortexgen.preprocess.register import ants_seed
 from cortexgen.surfaces.mesh import world_to_voxel
 from cortexgen.surfaces.sdf import grid_points
 
@@ -31,6 +32,8 @@ class WarpSettings:
         gradient_step: SyN's step size.
         flow_sigma: smoothing (voxels) of the update field; larger is smoother.
         total_sigma: smoothing (voxels) of the total field.
+        seed: ANTs' random seed (positive); unseeded, ANTs seeds its affine stage's metric
+            sampling from the clock and every run differs.
     """
 
     resolution_mm: float = 3.0
@@ -38,6 +41,7 @@ class WarpSettings:
     gradient_step: float = 0.2
     flow_sigma: float = 3.0
     total_sigma: float = 0.0
+    seed: int = 42
 
     @classmethod
     def from_config(cls, section: dict) -> WarpSettings:
@@ -92,18 +96,19 @@ def register_labels(
     if template_mask is not None:
         mask = ants.resample_image_to_target(nib_to_ants(template_mask), fixed_coarse, interp_type="nearestNeighbor")
         extra["mask"] = mask
-    registration = ants.registration(
-        fixed=fixed_coarse,
-        moving=moving_coarse,
-        type_of_transform="SyN",
-        syn_metric="meansquares",
-        aff_metric="meansquares",
-        reg_iterations=tuple(settings.iterations),
-        grad_step=float(settings.gradient_step),
-        flow_sigma=float(settings.flow_sigma),
-        total_sigma=float(settings.total_sigma),
-        **extra,
-    )
+    with ants_seed(settings.seed):
+        registration = ants.registration(
+            fixed=fixed_coarse,
+            moving=moving_coarse,
+            type_of_transform="SyN",
+            syn_metric="meansquares",
+            aff_metric="meansquares",
+            reg_iterations=tuple(settings.iterations),
+            grad_step=float(settings.gradient_step),
+            flow_sigma=float(settings.flow_sigma),
+            total_sigma=float(settings.total_sigma),
+            **extra,
+        )
     transforms = registration["fwdtransforms"]
     try:
         grid = ants.to_nibabel_nifti(fixed_coarse)

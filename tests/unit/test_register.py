@@ -231,3 +231,18 @@ def test_no_temporary_transform_files_are_left(registration_case, monkeypatch, t
     brain_mask = nib.Nifti1Image(template.brain.astype(np.uint8), template.img.affine)
     affine_to_template(registration_case["moving"].img, template.img, brain_mask)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_ants_seed_refuses_zero_and_restores_the_previous_seed():
+    """ANTs reads --random-seed 0 as 'seed from the clock', so a 0 would silently unseed."""
+    import ants
+
+    from cortexgen.preprocess.register import ants_seed
+
+    previous = ants.config._random_seed
+    with pytest.raises(ValueError, match="positive integer"):
+        with ants_seed(0):
+            pass
+    with ants_seed(7):
+        assert ants.config._random_seed == 7
+    assert ants.config._random_seed == previous

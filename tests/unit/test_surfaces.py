@@ -183,12 +183,35 @@ def test_correspondence_follows_a_known_warp():
     error = np.linalg.norm(result.white.vertices - truth, axis=1)
     moved = np.linalg.norm(truth - template_meshes.white.vertices, axis=1)
     assert moved.mean() > 2.0  # the warp is not trivial
-    # Registration at 2 mm plus a fit along normals recovers under half of the displacement
-    # on this smooth phantom (measured: mean error 1.24 mm of 2.14 mm moved); what is left
-    # is sliding along the surface, which a shape without folds barely constrains.
-    assert error.mean() < 0.65 * moved.mean() and error.mean() < 1.5
+    # Registration at 2 mm plus a fit along normals recovers about half of the displacement
+    # on this smooth phantom; what is left is sliding along the surface, which a shape without
+    # folds barely constrains. Measured: 1.11 mm of 2.14 mm moved with the default seed (42) at
+    # 1, 2 and 8 ITK threads; 1.07-1.31 mm over 10 other seeds. A lost correspondence would
+    # leave an error at least as large as the displacement.
+    assert error.mean() < 0.7 * moved.mean() and error.mean() < 1.5
     assert np.percentile(error, 95) < 3.0
     assert abs(np.median(result.thickness[result.cortex]) - 2.5) < 0.4
+
+
+def test_label_registration_is_reproducible_with_its_seed():
+    """The same seed gives the same warp twice in one process; unseeded (clock-seeded) ANTs did not."""
+    from cortexgen.surfaces.warp import register_labels
+
+    meshes = bumpy_shell()
+    affine = np.diag([1.0, 1.0, 1.0, 1.0])
+    affine[:3, 3] = -35.0
+    label = synthetic_label({"L": meshes}, (71, 71, 71), affine, csf_margin_mm=4.0)
+    moved = {"L": HemisphereMeshes(white=meshes.white.with_vertices(known_warp(meshes.white.vertices)),
+                                   pial=meshes.pial.with_vertices(known_warp(meshes.pial.vertices)),
+                                   cortex=meshes.cortex)}
+    subject = synthetic_label(moved, (71, 71, 71), affine, csf_margin_mm=4.0)
+    settings = WarpSettings(resolution_mm=2.0, iterations=(10, 5, 0), seed=42)
+    fields = [
+        register_labels(nib.Nifti1Image(label, affine), nib.Nifti1Image(subject, affine), settings).displacement
+        for _ in range(2)
+    ]
+    np.testing.assert_array_equal(fields[0], fields[1])
+    assert np.abs(fields[0]).max() > 1.0  # it did move something
 
 
 def test_fsaverage_template_from_nilearn():
