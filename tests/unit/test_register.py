@@ -240,9 +240,8 @@ def test_ants_seed_refuses_zero_and_restores_the_previous_seed():
     from cortexgen.preprocess.register import ants_seed
 
     previous = ants.config._random_seed
-    with pytest.raises(ValueError, match="positive integer"):
-        with ants_seed(0):
-            pass
+    with pytest.raises(ValueError, match="positive integer"), ants_seed(0):
+        pass
     with ants_seed(7):
         assert ants.config._random_seed == 7
     assert ants.config._random_seed == previous
