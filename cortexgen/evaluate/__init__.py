@@ -1,0 +1,1 @@
+"""Evaluation of synthetic images: set metrics, paired fidelity, cortical cycle consistency."""
