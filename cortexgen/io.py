@@ -8,9 +8,10 @@ destination folder and an atomic rename, so a crash never leaves a half-written 
 from __future__ import annotations
 
 import contextlib
+import csv
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import nibabel as nib
@@ -132,3 +133,18 @@ def save_nifti(img: nib.spatialimages.SpatialImage, path: str | Path) -> None:
     """Write ``img`` to ``path`` atomically (see :func:`atomic_output`)."""
     with atomic_output(path) as tmp:
         nib.save(img, str(tmp))
+
+
+def write_table(rows: Sequence[dict], path: str | Path) -> None:
+    """Rows as TSV (columns: the union of the rows' keys, in first-seen order), written atomically."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    with atomic_output(path) as tmp, open(tmp, "w", newline="") as out:
+        writer = csv.DictWriter(out, columns, delimiter="\t", restval="", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def read_table(path: str | Path) -> list[dict]:
+    """A TSV as a list of row dicts (values as strings)."""
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle, delimiter="\t"))

@@ -9,24 +9,16 @@ import numpy as np  # noqa: E402
 
 from cortexgen.surfaces.extract import extract_surfaces  # noqa: E402
 from cortexgen.surfaces.fit import FitSettings  # noqa: E402
-from cortexgen.surfaces.mesh import load_shape, load_surface, save_shape, save_surface  # noqa: E402
+from cortexgen.surfaces.mesh import save_shape, save_surface  # noqa: E402
 from cortexgen.surfaces.segment import tissue_from_fractions  # noqa: E402
-from cortexgen.surfaces.template import HemisphereMeshes, SurfaceTemplate  # noqa: E402
+from cortexgen.surfaces.template import load_template  # noqa: E402
 from cortexgen.surfaces.warp import WarpSettings  # noqa: E402
 
 with job_log(snakemake.log[0]) as log:
     hemis = snakemake.params.hemis
-    template = SurfaceTemplate(
-        hemispheres={
-            hemi: HemisphereMeshes(
-                white=load_surface(snakemake.input.template_white[i]),
-                pial=load_surface(snakemake.input.template_pial[i]),
-                cortex=load_shape(snakemake.input.template_cortex[i]) > 0.5,
-            )
-            for i, hemi in enumerate(hemis)
-        },
-        label=nib.load(snakemake.input.template_label),
-        mask=nib.load(snakemake.input.template_mask),
+    template = load_template(
+        hemis, snakemake.input.template_white, snakemake.input.template_pial, snakemake.input.template_cortex,
+        snakemake.input.template_label, snakemake.input.template_mask,
     )
     gm = nib.load(snakemake.input.gm)
     tissue = tissue_from_fractions(

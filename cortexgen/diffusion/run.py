@@ -8,7 +8,6 @@ runs :func:`train_job` once per GPU.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import sys
@@ -32,7 +31,7 @@ from cortexgen.diffusion.training import (
     train,
     write_log,
 )
-from cortexgen.io import atomic_output, save_nifti
+from cortexgen.io import atomic_output, save_nifti, write_table
 
 log = logging.getLogger("cortexgen")
 
@@ -239,15 +238,6 @@ def _field_image(field: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
     image.header.set_intent("vector")
     image.header.set_xyzt_units("mm", "sec")
     return image
-
-
-def write_table(rows: Sequence[dict], path) -> None:
-    """Rows as TSV (columns: the union of the rows' keys, in first-seen order)."""
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    with atomic_output(path) as tmp, open(tmp, "w", newline="") as out:
-        writer = csv.DictWriter(out, columns, delimiter="\t", restval="", lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -129,3 +129,19 @@ def build_template(subdivisions: int = 1, resolution_mm: float = 2.0, csf_margin
         label=nib.Nifti1Image(label, affine),
         mask=nib.Nifti1Image((label > 0).astype(np.uint8), affine),
     )
+
+
+def load_template(hemis: list[str], white: list[str | Path], pial: list[str | Path], cortex: list[str | Path],
+                  label: str | Path, mask: str | Path) -> SurfaceTemplate:
+    """A template as the surface_template rule writes it: per-hemisphere GIfTIs (in ``hemis``
+    order) and the label/mask NIfTIs."""
+    return SurfaceTemplate(
+        hemispheres={
+            hemi: HemisphereMeshes(
+                white=load_surface(white[i]), pial=load_surface(pial[i]), cortex=load_shape(cortex[i]) > 0.5
+            )
+            for i, hemi in enumerate(hemis)
+        },
+        label=nib.load(label),
+        mask=nib.load(mask),
+    )
