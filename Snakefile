@@ -2,7 +2,7 @@
 #
 #   snakemake --cores all                      # the embedded demo
 #   snakemake --profile profiles/slurm         # on a SLURM cluster
-#   snakemake --until normalize --cores all    # stop after a stage (or surface_sdf, make_shape)
+#   snakemake --until normalize --cores all    # stop after a stage (or surface_sdf, make_shape, evaluate)
 #   snakemake --dry-run                        # show what would run
 
 import sys
@@ -23,11 +23,15 @@ configfile: "config/config.yaml"
 validate(config, "config/schema.yaml")
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/preprocess.smk"
 include: "rules/surfaces.smk"
 include: "rules/shape_model.smk"
 include: "rules/diffusion.smk"
+include: "rules/evaluate.smk"
 
 
 rule all:
@@ -37,3 +41,4 @@ rule all:
         surface_targets(),
         shape_model_targets(),
         diffusion_targets(),
+        evaluation_targets(),

@@ -264,3 +264,85 @@ def diffusion_targets():
     targets += [str(path) for path in rules.sample_ddpm.output]
     targets += [str(path) for path in rules.sample_deform.output]
     return targets
+
+
+# Evaluation (rules/evaluate.smk).
+
+
+def reference_scans():
+    """The real scans the synthetic sets are compared with (config evaluate.reference)."""
+    if config["evaluate"]["reference"] == "held_out":
+        return list(HELD_OUT_SCANS)
+    return list(SCANS.values())
+
+
+def cycle_items():
+    """The bridge samples whose cortex is re-extracted: {label: condition item} of the kinds
+    in config evaluate.cycle_consistency.kinds (see bridge_conditions)."""
+    kinds = set(config["evaluate"]["cycle_consistency"]["kinds"])
+    return {item["label"]: item for item in BRIDGE_CONDITIONS if item["kind"] in kinds}
+
+
+def conditioning_surfaces(item):
+    """The surfaces a bridge condition was made from: {white_L, pial_L, thickness_L, ...: path}."""
+    if item["kind"] == "held_out":
+        scan = SCANS[item["id"]]
+        outputs = {name: [format_scan(path, scan) for path in getattr(rules.surfaces.output, name)]
+                   for name in ("white", "pial", "thickness")}
+    else:
+        outputs = {name: [str(path).format(shape=item["id"]) for path in getattr(rules.make_shape.output, name)]
+                   for name in ("white", "pial", "thickness")}
+    return {f"{name}_{hemi}": paths[i] for name, paths in outputs.items() for i, hemi in enumerate(HEMIS)}
+
+
+def cycle_inputs(wildcards):
+    """Input function of cycle_consistency: the bridge sample (or, source 'real', the held-out
+    subject's own image), its conditioning surfaces and SDFs."""
+    item = CYCLE_ITEMS[wildcards.label]
+    if wildcards.source == "real":
+        if item["kind"] != "held_out":
+            raise ValueError(f"cycle_consistency: {item['label']} has no real image (a {item['kind']} cortex)")
+        files = {"image": item["real"]}
+    else:
+        files = {"image": f"results/samples/bridge/cond-{item['label']}_T1w.nii.gz"}
+    files.update(conditioning_surfaces(item))
+    files["pial_sdf"] = condition_path(item, "pialsdf")
+    files["white_sdf"] = condition_path(item, "whitesdf")
+    return files
+
+
+def condition_path(item, role):
+    """One condition volume of a bridge condition item, whether or not the bridge uses that role."""
+    if item["kind"] == "held_out":
+        return format_scan(condition_patterns()[role][0], SCANS[item["id"]])
+    return str(condition_patterns()[role][1]).format(shape=item["id"])
+
+
+def evaluation_inputs(wildcards):
+    """Input function of evaluate: reference images, every generator's samples and tables, the
+    held-out subjects' real images and masks (paired fidelity), cycle tables, training logs."""
+    reference = reference_scans()
+    files = {
+        "reference": [format_scan(rules.normalize.output.image, scan) for scan in reference],
+        "held_out_images": [format_scan(rules.normalize.output.image, scan) for scan in HELD_OUT_SCANS],
+        "held_out_masks": [format_scan(rules.normalize.output.mask, scan) for scan in HELD_OUT_SCANS],
+        "cycle": [str(rules.cycle_consistency.output.table).format(source="bridge", label=label)
+                  for label in CYCLE_ITEMS],
+        "cycle_real": [str(rules.cycle_consistency.output.table).format(source="real", label=label)
+                       for label, item in CYCLE_ITEMS.items() if item["kind"] == "held_out"],
+    }
+    for model in GENERATORS:
+        if model == "bridge" and not BRIDGE_CONDITIONS:
+            continue
+        sample_rule = getattr(rules, f"sample_{model}")
+        files[f"{model}_images"] = list(sample_rule.output.images)
+        files[f"{model}_table"] = sample_rule.output.table
+        files[f"{model}_log"] = getattr(rules, f"train_{model}").output.log
+    return files
+
+
+def evaluation_targets():
+    """The metrics table, its JSON and the evaluation figures (nothing without training subjects)."""
+    if not TRAIN_SCANS:
+        return []
+    return [str(path) for path in rules.evaluate.output]

@@ -60,7 +60,12 @@ rule train_bridge:
     output:
         model="results/models/bridge/model.pt",
         log="results/models/bridge/train_log.tsv",
-        png="results/models/bridge/loss.png",
+        png=report(
+            "results/models/bridge/loss.png",
+            caption="../report/loss.rst",
+            category="4. Generators",
+            labels={"model": "bridge", "figure": "loss"},
+        ),
     params:
         model="bridge",
         settings=config["diffusion"]["bridge"],
@@ -88,7 +93,12 @@ use rule train_bridge as train_ddpm with:
     output:
         model="results/models/ddpm/model.pt",
         log="results/models/ddpm/train_log.tsv",
-        png="results/models/ddpm/loss.png",
+        png=report(
+            "results/models/ddpm/loss.png",
+            caption="../report/loss.rst",
+            category="4. Generators",
+            labels={"model": "ddpm", "figure": "loss"},
+        ),
     params:
         model="ddpm",
         settings=config["diffusion"]["ddpm"],
@@ -112,7 +122,12 @@ use rule train_bridge as train_deform with:
     output:
         model="results/models/deform/model.pt",
         log="results/models/deform/train_log.tsv",
-        png="results/models/deform/loss.png",
+        png=report(
+            "results/models/deform/loss.png",
+            caption="../report/loss.rst",
+            category="4. Generators",
+            labels={"model": "deform", "figure": "loss"},
+        ),
     params:
         model="deform",
         settings=config["diffusion"]["deform"],

@@ -132,7 +132,12 @@ rule qc_preproc:
         image=scan_file(rules.normalize.output.image),
         image_mask=scan_file(rules.normalize.output.mask),
     output:
-        png="results/qc/{scan}_preproc.png",
+        png=report(
+            "results/qc/{scan}_preproc.png",
+            caption="../report/qc_preproc.rst",
+            category="1. Preprocessing",
+            labels={"subject": "{scan}", "figure": "preprocessing QC"},
+        ),
     params:
         raw=raw_t1w_path,
         max_voxel_size_mm=config["preprocess"]["max_voxel_size_mm"],

@@ -44,8 +44,18 @@ rule shape_model_quality:
         thickness=hemi_file(rules.surfaces.output.thickness),
     output:
         json=f"{SSM}_quality.json",
-        png=f"{SSM}_quality.png",
-        modes=f"{SSM}_modes.png",
+        png=report(
+            f"{SSM}_quality.png",
+            caption="../report/shape_model_quality.rst",
+            category="3. Shape model",
+            labels={"hemisphere": "{hemi}", "figure": "quality"},
+        ),
+        modes=report(
+            f"{SSM}_modes.png",
+            caption="../report/shape_model_modes.rst",
+            category="3. Shape model",
+            labels={"hemisphere": "{hemi}", "figure": "modes"},
+        ),
     params:
         settings=config["shape_model"],
     log:
@@ -107,7 +117,12 @@ rule qc_shapes:
         left_midthickness=expand(rules.make_shape.output.midthickness[HEMIS.index("L")], shape=FIGURE_SHAPES),
         left_thickness=expand(rules.make_shape.output.thickness[HEMIS.index("L")], shape=FIGURE_SHAPES),
     output:
-        png="results/qc/shapes_thickness.png",
+        png=report(
+            "results/qc/shapes_thickness.png",
+            caption="../report/shapes.rst",
+            category="3. Shape model",
+            labels={"hemisphere": "L", "figure": "new cortices"},
+        ),
         tsv="results/shape_model/shapes_qc.tsv",
     params:
         shapes=FIGURE_SHAPES,

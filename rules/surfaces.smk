@@ -126,7 +126,12 @@ rule qc_surfaces:
         thickness=scan_file(rules.surfaces.output.thickness),
         template_cortex=rules.surface_template.output.cortex,
     output:
-        png="results/qc/{scan}_surfaces.png",
+        png=report(
+            "results/qc/{scan}_surfaces.png",
+            caption="../report/qc_surfaces.rst",
+            category="2. Surfaces",
+            labels={"subject": "{scan}", "figure": "surface QC"},
+        ),
         tsv="results/qc/{scan}_surfaces.tsv",
     params:
         hemis=HEMIS,

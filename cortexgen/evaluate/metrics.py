@@ -390,7 +390,9 @@ def _kernel_result(generator: str, metric: str, kernel: np.ndarray, n: int, m: i
     value = mmd_from_kernel(kernel, *_stacked_index(n, m))
     low, high = bootstrap_ci(lambda ix, iy: mmd_from_kernel(kernel, ix, n + iy), (n, m),
                              settings.n_resamples, settings.level, settings.seed)
-    return MetricResult(generator, metric, value, low, high, f"{n} vs {m}")
+    # With a couple of images per set most resamples repeat an image and have no value.
+    note = "" if math.isfinite(low) else "no CI: most resamples repeat an image (too few images)"
+    return MetricResult(generator, metric, value, low, high, f"{n} vs {m}", note)
 
 
 def _ms_ssim_result(generator: str, metric: str, volumes: np.ndarray, which: str,

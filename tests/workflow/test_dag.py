@@ -18,6 +18,9 @@ SHAPE_JOBS = {"fit_shape_model": 2, "shape_model_quality": 2, "make_shape": 4, "
 # Three generators, each trained once and sampled once; a field per training subject (2 of 3).
 DIFFUSION_JOBS = {"deform_template": 1, "deformation_field": 2, "train_bridge": 1, "train_ddpm": 1,
                   "train_deform": 1, "sample_bridge": 1, "sample_ddpm": 1, "sample_deform": 1}
+# Cycle consistency on the held-out subject's and the atrophy's bridge samples and on the held-out
+# subject's real image; one evaluation.
+EVALUATION_JOBS = {"cycle_consistency": 3, "evaluate": 1}
 
 
 def job_counts(stdout: str) -> dict[str, int]:
@@ -40,8 +43,10 @@ def test_full_dag_dry_run_schedules_every_step_per_subject(tmp_path):
     assert n_demo == 3
     per_subject = PREPROC_RULES + SURFACE_RULES
     assert counts == {
-        **{rule: n_demo for rule in per_subject}, **SHAPE_JOBS, **DIFFUSION_JOBS, "surface_template": 1, "all": 1,
-        "total": len(per_subject) * n_demo + 2 + sum(SHAPE_JOBS.values()) + sum(DIFFUSION_JOBS.values()),
+        **{rule: n_demo for rule in per_subject}, **SHAPE_JOBS, **DIFFUSION_JOBS, **EVALUATION_JOBS,
+        "surface_template": 1, "all": 1,
+        "total": len(per_subject) * n_demo + 2 + sum(SHAPE_JOBS.values()) + sum(DIFFUSION_JOBS.values())
+        + sum(EVALUATION_JOBS.values()),
     }
     for model in ("bridge", "ddpm", "deform"):
         assert f"results/models/{model}/model.pt" in result.stdout
@@ -71,6 +76,28 @@ def test_until_surface_sdf_skips_qc_and_template_runs_once(tmp_path):
     assert counts["surface_template"] == 1
     assert counts["surface_sdf"] == counts["surfaces"] == counts["segment"] == 3
     assert "qc_surfaces" not in counts and "qc_preproc" not in counts
+
+
+def test_until_evaluate_schedules_only_what_evaluation_needs(tmp_path):
+    """--until evaluate: everything the metrics read, and none of the QC figures or shape-model
+    quality that only the report shows."""
+    result = run_snakemake(tmp_path, demo_config(), "--dry-run", "--until", "evaluate")
+    assert result.returncode == 0, result.stderr
+    counts = job_counts(result.stdout)
+    full = run_snakemake(tmp_path, demo_config(), "--dry-run")
+    skipped = {rule: count for rule, count in job_counts(full.stdout).items() if counts.get(rule) != count}
+    assert skipped == {"qc_preproc": 3, "qc_surfaces": 3, "qc_shapes": 1, "shape_model_quality": 2, "all": 1,
+                       "total": job_counts(full.stdout)["total"]}
+    assert counts["total"] == job_counts(full.stdout)["total"] - 10
+    # The cycle runs on the held-out subject's and the atrophy's samples, against their surfaces.
+    (block,) = [block for block in result.stdout.split("\n\n")
+                if "rule cycle_consistency:" in block and "label=sub03" in block and "source=bridge" in block]
+    assert "results/surfaces/sub-03/anat/sub-03_hemi-L_white.surf.gii" in block
+    assert "results/samples/bridge/cond-sub03_T1w.nii.gz" in block
+    assert "results/evaluation/cycle/bridge/cond-atrophy01_cycle.tsv" in result.stdout
+    # The held-out subject's real image gets the same treatment (the ceiling); a new cortex has none.
+    assert "results/evaluation/cycle/real/cond-sub03_cycle.tsv" in result.stdout
+    assert "results/evaluation/cycle/real/cond-atrophy01" not in result.stdout
 
 
 def test_shape_model_trains_on_the_training_split_only(tmp_path):

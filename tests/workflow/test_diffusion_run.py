@@ -1,9 +1,12 @@
-"""The diffusion stage run for real (deformation fields, three generators trained and sampled).
+"""The diffusion and evaluation stages run for real (deformation fields, three generators
+trained and sampled, then evaluated: set metrics, paired fidelity, cycle consistency, figures).
 
-Only the diffusion rules may run (--allowed-rules). The model-ready images are the shipped
+Only the diffusion and evaluation rules (and the surface template) may run (--allowed-rules). The model-ready images are the shipped
 Colin27 brain (a real scan) brought onto a small grid the way subjects are, each "subject"
 shifted by a few voxels and given its own contrast; the SDF conditions are signed distances
-to its brain and bright-tissue boundaries. Tiny networks and a handful of steps: the test
+to its brain and bright-tissue boundaries. The held-out subject's "surfaces" are the
+template's own meshes (the cycle-consistency rule needs conditioning surfaces; their values
+are checked in tests/unit/test_cycle.py, here the plumbing and the table). Tiny networks and a handful of steps: the test
 checks the plumbing and the files, the unit tests check what the models learn.
 """
 
@@ -27,6 +30,7 @@ GRID = (32, 48, 32)
 RES = "32x48x32"
 DIFFUSION_RULES = ["deform_template", "deformation_field", "train_bridge", "train_ddpm", "train_deform",
                    "sample_bridge", "sample_ddpm", "sample_deform"]
+EVALUATION_RULES = ["surface_template", "cycle_consistency", "evaluate"]
 TINY = {"channels": [4, 8, 8], "attention_levels": [False, False, True], "num_res_blocks": 1,
         "norm_num_groups": 4, "num_head_channels": 0, "use_flash_attention": True}
 
@@ -56,11 +60,28 @@ def diffusion_run(tmp_path_factory):
         surf.mkdir(parents=True)
         nib.save(nib.Nifti1Image(image, brain.affine),
                  anat / f"sub-{label}_space-MNIColin27_res-{RES}_desc-preproc_T1w.nii.gz")
+        nib.save(nib.Nifti1Image((image > 0).astype(np.uint8), brain.affine),
+                 anat / f"sub-{label}_space-MNIColin27_res-{RES}_desc-brain_mask.nii.gz")
         sdfs = {"pialsdf": signed_distance(image > 0.05, spacing), "whitesdf": signed_distance(image > 0.7, spacing)}
         for role, sdf in sdfs.items():
             nib.save(nib.Nifti1Image(sdf, brain.affine), surf / f"sub-{label}_space-MNIColin27_res-{RES}_desc-{role}.nii.gz")
+    # The held-out subject's conditioning surfaces: the template's meshes (fsaverage5).
+    from cortexgen.surfaces.mesh import save_shape, save_surface
+    from cortexgen.surfaces.template import load_fsaverage
+
+    surf03 = work / "results" / "surfaces" / "sub-03" / "anat"
+    for hemi in ("L", "R"):
+        meshes = load_fsaverage(hemi, subdivisions=0)
+        save_surface(meshes.white, surf03 / f"sub-03_hemi-{hemi}_white.surf.gii")
+        save_surface(meshes.pial, surf03 / f"sub-03_hemi-{hemi}_pial.surf.gii")
+        save_shape(np.linalg.norm(meshes.pial.vertices - meshes.white.vertices, axis=1).astype(np.float32),
+                   surf03 / f"sub-03_hemi-{hemi}_thickness.shape.gii")
     config = demo_config(bids_dir=str(bids))
     config["preprocess"]["shape"] = list(GRID)
+    config["surfaces"]["template_subdivisions"] = 0
+    # MS-SSIM at 5 scales needs sides of 16 x kernel voxels: kernel 2 fits the 32-voxel sides.
+    config["evaluate"]["metrics"].update(n_resamples=200, ms_ssim_pairs=3, ms_ssim_kernel=2, feature_pool=2)
+    config["evaluate"]["cycle_consistency"]["kinds"] = ["held_out"]
     config["split"] = {"held_out": ["03"], "held_out_fraction": 0.25, "seed": 0, "validation_fraction": 0.0}
     config["shape_model"]["samples"]["n"] = 0
     config["shape_model"]["interpolation"]["steps"] = 0
@@ -78,8 +99,10 @@ def diffusion_run(tmp_path_factory):
     targets = [f"results/models/{model}/{name}" for model in ("bridge", "ddpm", "deform")
                for name in ("model.pt", "train_log.tsv", "loss.png")]
     targets += [f"results/samples/{model}/samples.tsv" for model in ("bridge", "ddpm", "deform")]
+    targets += ["results/evaluation/metrics.tsv"]
     # Targets right after a one-value option: --allowed-rules takes every word after it.
-    result = run_snakemake(work, config, "--cores", "2", *targets, "--allowed-rules", *DIFFUSION_RULES)
+    result = run_snakemake(work, config, "--cores", "2", *targets, "--allowed-rules", *DIFFUSION_RULES,
+                           *EVALUATION_RULES)
     return work, result, brain
 
 
@@ -151,3 +174,76 @@ def test_deformation_fields_warp_the_template_towards_each_subject(diffusion_run
                             torch.from_numpy(field_array(nib.load(path))), template.affine).numpy()
         before = np.abs(template.get_fdata() - subject).mean()
         assert np.abs(warped - subject).mean() < 0.8 * before
+
+
+def read_metrics(work) -> list[dict]:
+    with open(work / "results" / "evaluation" / "metrics.tsv") as handle:
+        return list(csv.DictReader(handle, delimiter="\t"))
+
+
+def test_evaluation_table_has_every_generator_and_the_baseline(diffusion_run):
+    work, result, _ = diffusion_run
+    assert result.returncode == 0, result.stderr[-4000:]
+    rows = read_metrics(work)
+    assert list(rows[0]) == ["generator", "metric", "value", "ci_low", "ci_high", "n", "note"]
+    by_key = {(row["generator"], row["metric"]): row for row in rows}
+    # Reference 'all' (the demo's): 3 real images; the baseline splits them 2 vs 1.
+    for generator in ("ddpm", "deform"):
+        row = by_key[(generator, "mmd_linear_voxels")]
+        value, low, high = (float(row[key]) for key in ("value", "ci_low", "ci_high"))
+        assert np.isfinite(value)
+        # 2 synthetic images: most bootstrap resamples repeat one, and the row says there is no CI.
+        assert (low <= value <= high) if np.isfinite(low) else row["note"].startswith("no CI"), row
+        assert row["n"] == "3 vs 2"
+        rbf = by_key[(generator, "mmd_rbf_pooled2")]
+        assert np.isfinite(float(rbf["value"]))
+        # No MedicalNet file configured: FID is not computed, and says why.
+        fid = by_key[(generator, "fid_medicalnet")]
+        assert np.isnan(float(fid["value"])) and "evaluate.medicalnet.weights" in fid["note"]
+        for name in ("ms_ssim_synthetic", "ms_ssim_real"):
+            assert 0.0 < float(by_key[(generator, name)]["value"]) <= 1.0
+    # The bridge sampled once (the held-out subject): too few for set metrics, said so.
+    assert "not computed" in by_key[("bridge", "mmd_rbf_pooled2")]["note"]
+    # A half of one image cannot give an unbiased MMD.
+    assert "not computed" in by_key[("real_vs_real", "mmd_rbf_pooled2")]["note"]
+    # Paired fidelity of the bridge against the held-out subject's real image.
+    ssim = float(by_key[("bridge", "paired_ssim")]["value"])
+    mae = float(by_key[("bridge", "paired_mae")]["value"])
+    assert -1.0 <= ssim <= 1.0 and 0.0 <= mae <= 1.0 and by_key[("bridge", "paired_mae")]["n"] == "1"
+    # Every deform sample's folding fraction, summarised.
+    assert 0.0 <= float(by_key[("deform", "folding_fraction")]["value"]) <= 1.0
+    assert not [row for row in rows if row["metric"] == "failed_job"]
+
+
+def test_cycle_consistency_reextracts_the_bridge_sample_and_the_real_image(diffusion_run):
+    work, result, _ = diffusion_run
+    assert result.returncode == 0, result.stderr[-4000:]
+    metrics = {(r["generator"], r["metric"]): r for r in read_metrics(work)}
+    for source, generator in (("bridge", "bridge"), ("real", "real_held_out")):
+        folder = work / "results" / "evaluation" / "cycle" / source
+        with open(folder / "cond-sub03_cycle.tsv") as handle:
+            (row,) = list(csv.DictReader(handle, delimiter="\t"))
+        assert row["condition"] == "sub03"
+        if row["status"] == "ok":
+            # Neither a 4-step bridge nor a 5 mm image gives back the template's cortex exactly.
+            assert float(row["white_assd_mm"]) > 0.0 and 0.0 <= float(row["gm_dice"]) <= 1.0
+            assert (folder / "cond-sub03_hemi-L_white.surf.gii").exists()
+            summary = metrics[(generator, "cycle_white_assd_mm")]
+            assert float(summary["value"]) == pytest.approx(float(row["white_assd_mm"])) and summary["n"] == "1"
+        else:
+            assert row["status"].startswith("failed: ")
+            assert "not computed" in metrics[(generator, "cycle_consistency")]["note"]
+
+
+def test_evaluation_figures_and_json(diffusion_run):
+    import json
+
+    work, result, _ = diffusion_run
+    assert result.returncode == 0, result.stderr[-4000:]
+    evaluation = work / "results" / "evaluation"
+    document = json.loads((evaluation / "metrics.json").read_text())
+    assert len(document["metrics"]) == len(read_metrics(work)) and document["failed_jobs"] == []
+    fid = next(m for m in document["metrics"] if m["metric"] == "fid_medicalnet")
+    assert fid["value"] is None  # NaN as null: any JSON reader takes the file
+    for name in ("metrics", "training", "gallery-bridge", "gallery-ddpm", "gallery-deform"):
+        assert (evaluation / "figures" / f"{name}.png").stat().st_size > 10_000

@@ -1,0 +1,110 @@
+# Evaluation: what the generators made, against real images and against the cortex that was
+# asked for. Set metrics (MMD, FID, MS-SSIM) per generator and for the real set against itself,
+# paired fidelity of the bridge on held-out subjects, and cortical cycle consistency: the
+# surface stage re-run on bridge samples and compared with the surfaces that conditioned them,
+# and on each held-out subject's real image (what a perfect generator would score: the surface
+# stage on a ~2 mm image does not find its own 1 mm surfaces exactly).
+
+EVALUATION = "results/evaluation"
+CYCLE_ITEMS = cycle_items()
+
+
+wildcard_constraints:
+    label="|".join(CYCLE_ITEMS) or "no-cycle",
+    source="bridge|real",
+
+
+rule cycle_consistency:
+    input:
+        unpack(cycle_inputs),
+        template_white=rules.surface_template.output.white,
+        template_pial=rules.surface_template.output.pial,
+        template_cortex=rules.surface_template.output.cortex,
+        template_label=rules.surface_template.output.label,
+        template_mask=rules.surface_template.output.mask,
+        grid=config["preprocess"]["template"],
+    output:
+        table=f"{EVALUATION}/cycle/{{source}}/cond-{{label}}_cycle.tsv",
+    params:
+        hemis=HEMIS,
+        segment=config["surfaces"]["segment"],
+        warp=config["surfaces"]["warp"],
+        fit=config["surfaces"]["fit"],
+        max_thickness_mm=config["surfaces"]["max_thickness_mm"],
+        repair=config["surfaces"]["repair_self_intersections"],
+        mask=config["evaluate"]["cycle_consistency"]["mask"],
+    log:
+        "logs/cycle_consistency/{source}/{label}.log",
+    benchmark:
+        "results/benchmarks/cycle_consistency/{source}/{label}.tsv"
+    threads: rule_resources("cycle_consistency")["threads"]
+    resources:
+        mem_mb=rule_resources("cycle_consistency")["mem_mb"],
+        runtime=rule_resources("cycle_consistency")["runtime"],
+    conda:
+        "../envs/cortexgen.yaml"
+    script:
+        "../workflow_scripts/cycle_consistency.py"
+
+
+rule evaluate:
+    input:
+        unpack(evaluation_inputs),
+    output:
+        tsv=report(
+            f"{EVALUATION}/metrics.tsv",
+            caption="../report/metrics.rst",
+            category="5. Evaluation",
+            labels={"figure": "metrics table"},
+        ),
+        json=f"{EVALUATION}/metrics.json",
+        metrics_png=report(
+            f"{EVALUATION}/figures/metrics.png",
+            caption="../report/metrics_figure.rst",
+            category="5. Evaluation",
+            labels={"figure": "metrics with 95% CIs"},
+        ),
+        training_png=report(
+            f"{EVALUATION}/figures/training.png",
+            caption="../report/training.rst",
+            category="4. Generators",
+            labels={"figure": "training loss"},
+        ),
+        gallery_bridge=report(
+            f"{EVALUATION}/figures/gallery-bridge.png",
+            caption="../report/gallery.rst",
+            category="4. Generators",
+            labels={"figure": "gallery: bridge"},
+        ),
+        gallery_ddpm=report(
+            f"{EVALUATION}/figures/gallery-ddpm.png",
+            caption="../report/gallery.rst",
+            category="4. Generators",
+            labels={"figure": "gallery: ddpm"},
+        ),
+        gallery_deform=report(
+            f"{EVALUATION}/figures/gallery-deform.png",
+            caption="../report/gallery.rst",
+            category="4. Generators",
+            labels={"figure": "gallery: deform"},
+        ),
+    params:
+        generators=GENERATORS,
+        reference=config["evaluate"]["reference"],
+        metrics=config["evaluate"]["metrics"],
+        medicalnet=config["evaluate"]["medicalnet"],
+        gallery=config["evaluate"]["gallery"],
+        device=config["diffusion"]["device"],
+        logs="logs",
+    log:
+        "logs/evaluate/evaluate.log",
+    benchmark:
+        "results/benchmarks/evaluate/evaluate.tsv"
+    threads: rule_resources("evaluate")["threads"]
+    resources:
+        mem_mb=rule_resources("evaluate")["mem_mb"],
+        runtime=rule_resources("evaluate")["runtime"],
+    conda:
+        "../envs/cortexgen.yaml"
+    script:
+        "../workflow_scripts/evaluate.py"

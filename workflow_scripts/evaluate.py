@@ -1,0 +1,116 @@
+"""Rule evaluate: set metrics per generator and for the real-vs-real baseline, paired fidelity of
+the bridge on held-out subjects, cycle consistency and fold statistics, figures."""
+
+from cortexgen.runtime import job_log, limit_threads
+
+limit_threads(snakemake.threads)
+
+from pathlib import Path  # noqa: E402
+
+import nibabel as nib  # noqa: E402
+import numpy as np  # noqa: E402
+
+from cortexgen.evaluate.figures import gallery_figure, metrics_figure, training_figure  # noqa: E402
+from cortexgen.evaluate.metrics import MetricResult, SetMetricSettings, paired_fidelity, set_metrics  # noqa: E402
+from cortexgen.evaluate.summary import (  # noqa: E402
+    baseline_halves,
+    failed_jobs,
+    per_item_rows,
+    read_train_log,
+    write_metrics,
+)
+from cortexgen.io import atomic_output, read_table, voxel_sizes  # noqa: E402
+
+
+def load_volumes(paths):
+    return np.stack([np.asarray(nib.load(path).dataobj, dtype=np.float32) for path in paths]) if paths else None
+
+
+def save(figure, path):
+    with atomic_output(path) as tmp:
+        figure.savefig(tmp, dpi=90, format="png")
+
+
+with job_log(snakemake.log[0]) as log:
+    inputs = snakemake.input
+    settings = SetMetricSettings.from_config(snakemake.params.metrics)
+    device = snakemake.params.device
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    medicalnet = None
+    weights = snakemake.params.medicalnet["weights"]
+    if weights:
+        from cortexgen.evaluate.features import load_medicalnet
+
+        medicalnet = load_medicalnet(weights, depth=snakemake.params.medicalnet["depth"]).to(device)
+        log.info("MedicalNet ResNet-%d features from %s", snakemake.params.medicalnet["depth"], weights)
+    else:
+        log.info("no MedicalNet weights configured (evaluate.medicalnet.weights): FID is not computed")
+
+    feature_options = {"medicalnet": medicalnet, "medicalnet_batch_size": snakemake.params.medicalnet["batch_size"],
+                       "device": device}
+    reference_paths = list(inputs.reference)
+    reference = load_volumes(reference_paths)
+    voxel_mm = voxel_sizes(nib.load(reference_paths[0])) if reference_paths else (1.0, 1.0, 1.0)
+    rows: list[MetricResult] = []
+    generated = {}
+    for model in snakemake.params.generators:
+        paths = list(getattr(inputs, f"{model}_images", []))
+        if not paths:
+            log.info("%s: no samples to evaluate", model)
+            continue
+        generated[model] = paths
+        log.info("%s: %d samples against %d real images", model, len(paths), len(reference_paths))
+        rows += set_metrics(model, reference, load_volumes(paths), settings, **feature_options)
+
+    # The baseline: how far two halves of the real set are from each other.
+    first, second = baseline_halves(len(reference_paths), settings.seed)
+    rows += set_metrics("real_vs_real", reference[first], reference[second], settings, **feature_options)
+
+    if "bridge" in generated:
+        # Paired fidelity: each held-out subject's bridge sample against that subject's real image.
+        masks = dict(zip(inputs.held_out_images, inputs.held_out_masks))
+        folder = Path(inputs.bridge_table).parent
+        pairs = []
+        for row in read_table(inputs.bridge_table):
+            if row["real_image"]:
+                real = np.asarray(nib.load(row["real_image"]).dataobj, dtype=np.float32)
+                fake = np.asarray(nib.load(folder / row["file"]).dataobj, dtype=np.float32)
+                mask = np.asarray(nib.load(masks[row["real_image"]]).dataobj) > 0
+                pairs.append(paired_fidelity(real, fake, mask))
+                log.info("paired %s: %s", row["condition"], pairs[-1])
+        rows += per_item_rows("bridge", pairs, settings, prefix="paired_")
+        for source, generator in (("cycle", "bridge"), ("cycle_real", "real_held_out")):
+            cycles = []
+            for path in getattr(inputs, source):
+                for row in read_table(path):
+                    # The summary is over the hemisphere means (per hemisphere stays in the cycle tables).
+                    cycles.append({key: float(value) if value else float("nan") for key, value in row.items()
+                                   if key not in ("condition", "status") and not key.endswith(("_L", "_R"))})
+            if cycles and not any(cycles):
+                rows.append(MetricResult(generator, "cycle_consistency", float("nan"), float("nan"), float("nan"),
+                                         "0", f"not computed: the surface stage failed on all {len(cycles)} images"))
+            rows += per_item_rows(generator, cycles, settings, prefix="cycle_")
+    if "deform" in generated:
+        folding = [{"folding_fraction": float(row["folding_fraction"])} for row in read_table(inputs.deform_table)]
+        rows += per_item_rows("deform", folding, settings)
+
+    failures = failed_jobs(snakemake.params.logs)
+    for failure in failures:
+        log.warning("failed job: %s: %s", failure["log"], failure["reason"])
+    write_metrics(rows, snakemake.output.tsv, snakemake.output.json, failures,
+                  extra={"reference": snakemake.params.reference, "reference_images": reference_paths})
+
+    save(metrics_figure([row.as_row() for row in rows]), snakemake.output.metrics_png)
+    save(training_figure({model: read_train_log(getattr(inputs, f"{model}_log")) for model in generated}),
+         snakemake.output.training_png)
+    count = snakemake.params.gallery["n"]
+    real_items = [(Path(path).name.split("_")[0], volume) for path, volume in zip(reference_paths[:count], reference[:count])]
+    for model in snakemake.params.generators:
+        paths = generated.get(model, [])[:count]
+        items = [(Path(path).name.replace("_T1w.nii.gz", ""), np.asarray(nib.load(path).dataobj, dtype=np.float32))
+                 for path in paths]
+        save(gallery_figure(real_items, items, f"{model}: real (top) and synthetic (bottom)", voxel_mm),
+             getattr(snakemake.output, f"gallery_{model}"))
