@@ -35,6 +35,16 @@ from cortexgen.evaluate.features import build_medicalnet, medicalnet_features
 from cortexgen.evaluate.metrics import SetMetricSettings, set_metrics
 
 
+def _nan_to_null(value):
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {key: _nan_to_null(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_nan_to_null(item) for item in value]
+    return value
+
+
 def brain_like(n: int, shape, mean: float, contrast: float, seed: int, batch: int = 50) -> np.ndarray:
     """(n, *shape) float32 in [0, 1]: upsampled coarse noise inside an ellipsoid, 0 outside."""
     generator = torch.Generator().manual_seed(seed)
@@ -108,7 +118,8 @@ def main():
     }
     if args.medicalnet_timing:
         report["medicalnet_timing"] = medicalnet_timing(real[:args.medicalnet_volumes], 2 * args.n)
-    print(json.dumps(report, indent=1))
+    # NaN (a metric not computed) as null: strict JSON readers refuse NaN.
+    print(json.dumps(_nan_to_null(report), indent=1))
 
 
 if __name__ == "__main__":
