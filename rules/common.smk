@@ -270,10 +270,16 @@ def diffusion_targets():
 
 
 def reference_scans():
-    """The real scans the synthetic sets are compared with (config evaluate.reference)."""
-    if config["evaluate"]["reference"] == "held_out":
-        return list(HELD_OUT_SCANS)
-    return list(SCANS.values())
+    """The real scans the synthetic sets are compared with (config evaluate.reference), at most
+    evaluate.max_reference_images of them: a subset drawn with the split's seed, in scan order."""
+    scans = list(HELD_OUT_SCANS) if config["evaluate"]["reference"] == "held_out" else list(SCANS.values())
+    limit = config["evaluate"]["max_reference_images"]
+    if limit is not None and len(scans) > limit:
+        import numpy as np
+
+        keep = np.sort(np.random.default_rng(config["split"]["seed"]).choice(len(scans), limit, replace=False))
+        scans = [scans[index] for index in keep]
+    return scans
 
 
 def cycle_items():

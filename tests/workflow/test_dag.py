@@ -23,6 +23,11 @@ DIFFUSION_JOBS = {"deform_template": 1, "deformation_field": 2, "train_bridge": 
 EVALUATION_JOBS = {"cycle_consistency": 3, "evaluate": 1}
 
 
+def job_blocks(stdout: str) -> list[str]:
+    """A dry-run's jobs, one text block each (every job starts with a '[timestamp]' line)."""
+    return re.split(r"^\[[^\]\n]+\]$", stdout, flags=re.M)[1:]
+
+
 def job_counts(stdout: str) -> dict[str, int]:
     """The 'Job stats' table of a dry-run as {rule: count}."""
     table = stdout[stdout.index("Job stats:") :]
@@ -90,7 +95,7 @@ def test_until_evaluate_schedules_only_what_evaluation_needs(tmp_path):
                        "total": job_counts(full.stdout)["total"]}
     assert counts["total"] == job_counts(full.stdout)["total"] - 10
     # The cycle runs on the held-out subject's and the atrophy's samples, against their surfaces.
-    (block,) = [block for block in result.stdout.split("\n\n")
+    (block,) = [block for block in job_blocks(result.stdout)
                 if "rule cycle_consistency:" in block and "label=sub03" in block and "source=bridge" in block]
     assert "results/surfaces/sub-03/anat/sub-03_hemi-L_white.surf.gii" in block
     assert "results/samples/bridge/cond-sub03_T1w.nii.gz" in block
@@ -98,6 +103,23 @@ def test_until_evaluate_schedules_only_what_evaluation_needs(tmp_path):
     # The held-out subject's real image gets the same treatment (the ceiling); a new cortex has none.
     assert "results/evaluation/cycle/real/cond-sub03_cycle.tsv" in result.stdout
     assert "results/evaluation/cycle/real/cond-atrophy01" not in result.stdout
+
+
+def test_evaluation_reference_is_capped_by_a_seeded_subset(tmp_path):
+    """evaluate.max_reference_images: the set metrics read at most that many real images."""
+
+    def evaluate_images(config):
+        result = run_snakemake(tmp_path, config, "--dry-run", "--until", "evaluate")
+        assert result.returncode == 0, result.stderr
+        (block,) = [block for block in job_blocks(result.stdout) if "rule evaluate:" in block]
+        inputs = next(line for line in block.splitlines() if line.strip().startswith("input:"))
+        return inputs.count("desc-preproc_T1w")
+
+    config = demo_config()
+    # Reference 'all' (3 images) plus the held-out subject's image for the paired metrics.
+    assert evaluate_images(config) == 3 + 1
+    config["evaluate"]["max_reference_images"] = 2
+    assert evaluate_images(config) == 2 + 1
 
 
 def test_shape_model_trains_on_the_training_split_only(tmp_path):
@@ -124,12 +146,13 @@ def test_generators_train_on_the_training_split_only(tmp_path):
     assert result.returncode == 0, result.stderr
     counts = job_counts(result.stdout)
     assert counts["deformation_field"] == 2 and "sample_bridge" not in counts and "make_shape" not in counts
-    for rule in ("train_bridge", "train_ddpm"):
-        block = result.stdout[result.stdout.index(f"rule {rule}:") :].split("\n\n")[0]
+    blocks = {rule: next(block for block in job_blocks(result.stdout) if f"rule {rule}:" in block)
+              for rule in ("train_bridge", "train_ddpm")}
+    for block in blocks.values():
         inputs = next(line for line in block.splitlines() if line.strip().startswith("input:"))
         assert "sub-01_" in inputs and "sub-03_" in inputs and "sub-02" not in inputs
-    block = result.stdout[result.stdout.index("rule train_bridge:") :].split("\n\n")[0]
-    assert "desc-pialsdf" in block and "desc-whitesdf" in block
+    assert "desc-pialsdf" in blocks["train_bridge"] and "desc-whitesdf" in blocks["train_bridge"]
+    assert "desc-pialsdf" not in blocks["train_ddpm"]
 
 
 def test_sessions_and_participant_filter(tmp_path):

@@ -103,11 +103,14 @@ def diffusion_run(tmp_path_factory):
     # Targets right after a one-value option: --allowed-rules takes every word after it.
     result = run_snakemake(work, config, "--cores", "2", *targets, "--allowed-rules", *DIFFUSION_RULES,
                            *EVALUATION_RULES)
-    return work, result, brain
+    report = None
+    if result.returncode == 0:
+        report = run_snakemake(work, config, "--report", "report.html", *targets)
+    return work, result, brain, report
 
 
 def test_every_generator_trains_and_writes_a_loadable_model(diffusion_run):
-    work, result, _ = diffusion_run
+    work, result, _, _ = diffusion_run
     assert result.returncode == 0, result.stderr[-4000:]
     for model, channels in (("bridge", 3), ("ddpm", 1), ("deform", 3)):
         folder = work / "results" / "models" / model
@@ -128,7 +131,7 @@ def test_every_generator_trains_and_writes_a_loadable_model(diffusion_run):
 
 
 def test_samples_are_images_on_the_model_grid(diffusion_run):
-    work, result, brain = diffusion_run
+    work, result, brain, _ = diffusion_run
     assert result.returncode == 0, result.stderr[-4000:]
     samples = work / "results" / "samples"
     with open(samples / "bridge" / "samples.tsv") as handle:
@@ -160,7 +163,7 @@ def test_samples_are_images_on_the_model_grid(diffusion_run):
 def test_deformation_fields_warp_the_template_towards_each_subject(diffusion_run):
     from cortexgen.diffusion.fields import field_array, warp_image
 
-    work, result, _ = diffusion_run
+    work, result, _, _ = diffusion_run
     assert result.returncode == 0, result.stderr[-4000:]
     template = nib.load(work / "results" / "deform" / "template" / f"tpl-MNIColin27_res-{RES}_desc-brain_T1w.nii.gz")
     # Training subjects only (sub-03 is held out).
@@ -182,7 +185,7 @@ def read_metrics(work) -> list[dict]:
 
 
 def test_evaluation_table_has_every_generator_and_the_baseline(diffusion_run):
-    work, result, _ = diffusion_run
+    work, result, _, _ = diffusion_run
     assert result.returncode == 0, result.stderr[-4000:]
     rows = read_metrics(work)
     assert list(rows[0]) == ["generator", "metric", "value", "ci_low", "ci_high", "n", "note"]
@@ -216,7 +219,7 @@ def test_evaluation_table_has_every_generator_and_the_baseline(diffusion_run):
 
 
 def test_cycle_consistency_reextracts_the_bridge_sample_and_the_real_image(diffusion_run):
-    work, result, _ = diffusion_run
+    work, result, _, _ = diffusion_run
     assert result.returncode == 0, result.stderr[-4000:]
     metrics = {(r["generator"], r["metric"]): r for r in read_metrics(work)}
     for source, generator in (("bridge", "bridge"), ("real", "real_held_out")):
@@ -238,7 +241,7 @@ def test_cycle_consistency_reextracts_the_bridge_sample_and_the_real_image(diffu
 def test_evaluation_figures_and_json(diffusion_run):
     import json
 
-    work, result, _ = diffusion_run
+    work, result, _, _ = diffusion_run
     assert result.returncode == 0, result.stderr[-4000:]
     evaluation = work / "results" / "evaluation"
     document = json.loads((evaluation / "metrics.json").read_text())
@@ -247,3 +250,14 @@ def test_evaluation_figures_and_json(diffusion_run):
     assert fid["value"] is None  # NaN as null: any JSON reader takes the file
     for name in ("metrics", "training", "gallery-bridge", "gallery-ddpm", "gallery-deform"):
         assert (evaluation / "figures" / f"{name}.png").stat().st_size > 10_000
+
+
+def test_report_gathers_training_galleries_and_metrics(diffusion_run):
+    work, result, _, report = diffusion_run
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert report.returncode == 0, report.stderr[-4000:]
+    html = (work / "report.html").read_text()
+    # Categories and captions from report/*.rst, and the evaluation's files embedded.
+    for text in ("4. Generators", "5. Evaluation", "bootstrap 95% confidence intervals", "metrics.tsv",
+                 "gallery-ddpm.png", "loss.png"):
+        assert text in html, text
