@@ -226,14 +226,12 @@ def bridge_conditions():
     roles = config["diffusion"]["bridge"]["conditions"]
     items = []
     for scan in HELD_OUT_SCANS:
-        item = {"id": scan.prefix, "label": scan.prefix.replace("-", "").replace("_", ""), "kind": "held_out",
-                "real": format_scan(rules.normalize.output.image, scan)}
-        item.update({role: format_scan(condition_patterns()[role][0], scan) for role in roles})
-        items.append(item)
+        items.append({"id": scan.prefix, "label": scan.prefix.replace("-", "").replace("_", ""), "kind": "held_out",
+                      "real": format_scan(rules.normalize.output.image, scan)})
     for shape, spec in SHAPE_SPECS.items():
-        item = {"id": shape, "label": shape, "kind": spec["kind"], "real": ""}
-        item.update({role: str(condition_patterns()[role][1]).format(shape=shape) for role in roles})
-        items.append(item)
+        items.append({"id": shape, "label": shape, "kind": spec["kind"], "real": ""})
+    for item in items:
+        item.update({role: condition_path(item, role) for role in roles})
     return items
 
 

@@ -26,8 +26,7 @@ def baseline_halves(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(order[:half]), np.sort(order[half:])
 
 
-def summarise(generator: str, metric: str, values: Sequence[float], settings: SetMetricSettings,
-              unit: str = "") -> MetricResult:
+def summarise(generator: str, metric: str, values: Sequence[float], settings: SetMetricSettings) -> MetricResult:
     """Mean of per-item ``values`` (one per subject or sample) with a percentile bootstrap CI.
 
     Items whose value is not finite (e.g. a sample whose surfaces could not be extracted) are
@@ -37,13 +36,12 @@ def summarise(generator: str, metric: str, values: Sequence[float], settings: Se
     finite = values[np.isfinite(values)]
     left_out = len(values) - len(finite)
     note = f"{left_out} of {len(values)} items had no value" if left_out else ""
-    name = f"{metric}_{unit}" if unit else metric
     if len(finite) == 0:
-        return MetricResult(generator, name, math.nan, math.nan, math.nan, "0",
+        return MetricResult(generator, metric, math.nan, math.nan, math.nan, "0",
                             note or "not computed: no items")
     low, high = bootstrap_mean_ci(finite, n_resamples=settings.n_resamples, level=settings.level,
                                   seed=settings.seed)
-    return MetricResult(generator, name, float(finite.mean()), float(low), float(high), str(len(finite)), note)
+    return MetricResult(generator, metric, float(finite.mean()), float(low), float(high), str(len(finite)), note)
 
 
 def per_item_rows(generator: str, items: Sequence[Mapping[str, float]], settings: SetMetricSettings,
