@@ -32,6 +32,7 @@ include: "rules/surfaces.smk"
 include: "rules/shape_model.smk"
 include: "rules/diffusion.smk"
 include: "rules/evaluate.smk"
+include: "rules/shards.smk"
 
 
 rule all:

@@ -1,10 +1,11 @@
 """How the workflow's DAG scales with the number of subjects; prints JSON.
 
-    python benchmarks/dag_scale.py --subjects 1000 10000 33000
+    python benchmarks/dag_scale.py --subjects 1000 10000 33000 --subjects-per-shard 100
 
 For each N: a BIDS tree of N zero-byte T1w files (sub-00001 ... ) in a temporary folder, then
 ``snakemake --dry-run`` of the whole workflow on it (the shipped config, bids_dir pointed at
-the tree), timed, with the peak resident memory of the snakemake process and its children
+the tree, config sharding.subjects_per_shard set as given; 0 = one job per subject and step),
+timed, with the peak resident memory of the snakemake process and its children
 (sampled every 50 ms). Nothing is run: a dry-run only builds the DAG, which is what a cohort
 of UK-Biobank size pays before its first job starts.
 """
@@ -39,10 +40,11 @@ def make_bids(root: Path, n_subjects: int) -> Path:
     return bids
 
 
-def dry_run(bids: Path, workdir: Path) -> dict:
+def dry_run(bids: Path, workdir: Path, subjects_per_shard: int) -> dict:
     """Seconds, peak RSS (MB, process tree) and job count of ``snakemake --dry-run`` on ``bids``."""
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     config["bids_dir"] = str(bids)
+    config["sharding"]["subjects_per_shard"] = subjects_per_shard
     # The shipped config's template paths are relative to the repository, not to workdir.
     for key in ("template", "template_brain_mask"):
         config["preprocess"][key] = str(REPO / config["preprocess"][key])
@@ -76,6 +78,8 @@ def dry_run(bids: Path, workdir: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--subjects", type=int, nargs="+", default=[1000, 10000, 33000])
+    parser.add_argument("--subjects-per-shard", type=int, default=100,
+                        help="config sharding.subjects_per_shard (0: one job per subject and step)")
     args = parser.parse_args()
     results = []
     for n in args.subjects:
@@ -83,8 +87,9 @@ def main() -> None:
             root = Path(tmp)
             start = time.perf_counter()
             bids = make_bids(root, n)
-            entry = {"subjects": n, "make_bids_seconds": round(time.perf_counter() - start, 1)}
-            entry.update(dry_run(bids, root / "work"))
+            entry = {"subjects": n, "subjects_per_shard": args.subjects_per_shard,
+                     "make_bids_seconds": round(time.perf_counter() - start, 1)}
+            entry.update(dry_run(bids, root / "work", args.subjects_per_shard))
             entry["ms_per_job"] = round(1000 * entry["seconds"] / max(entry["jobs"], 1), 2)
             entry["kb_per_job"] = round(1024 * entry["peak_rss_mb"] / max(entry["jobs"], 1), 1)
         print(json.dumps(entry), file=sys.stderr, flush=True)

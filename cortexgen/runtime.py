@@ -62,3 +62,25 @@ def job_log(log_path: str | Path | None) -> Iterator[logging.Logger]:
         for handler in handlers:
             logger.removeHandler(handler)
             handler.close()
+
+
+class JobInputs(dict):
+    """A job's input files by name, readable as ``inputs.name`` or ``inputs["name"]``."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def job_inputs(snakemake) -> JobInputs:
+    """A workflow job's input files by name, wherever they came from.
+
+    One job per subject: the job's declared inputs. Sharded (config 'sharding'): the
+    per-subject files are not inputs (the shard manifests are, named ``shards``); their paths
+    come in ``params.subject_files`` (rules/common.smk: subject_inputs, subject_params).
+    """
+    inputs = JobInputs((name, value) for name, value in snakemake.input.items() if name != "shards")
+    inputs.update(getattr(snakemake.params, "subject_files", None) or {})
+    return inputs

@@ -53,7 +53,8 @@ def split_subjects(
     everyone = sorted(set(subjects))
     wanted = sorted({subject_id(name) for name in held_out})
     if wanted:
-        unknown = [name for name in wanted if name not in everyone]
+        everyone_set = set(everyone)
+        unknown = [name for name in wanted if name not in everyone_set]
         if unknown:
             raise ValueError(f"split.held_out names subjects that are not in the dataset: {unknown}")
         chosen = wanted
@@ -63,11 +64,13 @@ def split_subjects(
         count = min(math.floor(held_out_fraction * len(everyone) + 0.5), max(len(everyone) - 2, 0))
         order = np.random.default_rng(seed).permutation(len(everyone))
         chosen = sorted(everyone[i] for i in order[:count])
-    rest = [name for name in everyone if name not in chosen]
+    chosen_set = set(chosen)  # sets: a cohort of 33,000 subjects must not cost O(N^2)
+    rest = [name for name in everyone if name not in chosen_set]
     if not 0.0 <= validation_fraction < 1.0:
         raise ValueError(f"split.validation_fraction must be in [0, 1), got {validation_fraction}")
     count = min(math.floor(validation_fraction * len(everyone) + 0.5), max(len(rest) - 2, 0))
     order = np.random.default_rng([seed, 1]).permutation(len(rest))
     validation = sorted(rest[i] for i in order[:count])
-    train = [name for name in rest if name not in validation]
+    validation_set = set(validation)
+    train = [name for name in rest if name not in validation_set]
     return SubjectSplit(train=tuple(train), held_out=tuple(chosen), validation=tuple(validation))

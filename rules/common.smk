@@ -23,6 +23,86 @@ wildcard_constraints:
 PREPROC = "results/preproc/{subdir}/anat/{scan}"
 
 
+# Cohorts of thousands (config 'sharding'): shards of subjects, in scan order.
+SUBJECTS_PER_SHARD = config["sharding"]["subjects_per_shard"]
+
+
+def make_shards(scans, size):
+    """{shard label: [scans]}: ``scans`` in chunks of ``size`` (labels 0001, 0002, ...); none if size is 0."""
+    if not size:
+        return {}
+    count = -(-len(scans) // size)
+    width = max(4, len(str(count)))
+    return {f"{index + 1:0{width}d}": scans[index * size:(index + 1) * size] for index in range(count)}
+
+
+SHARDS = make_shards(list(SCANS.values()), SUBJECTS_PER_SHARD)
+SHARD_MANIFEST = "results/shards/shard-{shard}.tsv"
+SHARD_OF = {scan.prefix: shard for shard, scans in SHARDS.items() for scan in scans}
+
+
+def shard_manifests(scans=None):
+    """The manifests of the shards that hold ``scans`` (default: every shard), in shard order."""
+    shards = SHARDS if scans is None else sorted({SHARD_OF[scan.prefix] for scan in scans})
+    return [SHARD_MANIFEST.format(shard=shard) for shard in shards]
+
+
+def subject_inputs(files_of, scans_of=None):
+    """Input function of a cohort-level rule for the per-subject files it reads.
+
+    ``files_of(wildcards)`` gives them as {name: path or [paths]}. One job per subject (no
+    sharding): those files are the job's inputs. Sharded: the manifests of the shards that
+    make them are (of the scans ``scans_of(wildcards)`` names; default every shard), and the
+    paths reach the script through ``params.subject_files`` (see :func:`subject_params`), so
+    the DAG holds a few hundred shard files instead of every subject's files.
+    """
+
+    def inputs(wildcards):
+        if not SUBJECTS_PER_SHARD:
+            return files_of(wildcards)
+        return {"shards": shard_manifests(None if scans_of is None else scans_of(wildcards))}
+
+    return inputs
+
+
+# The per-subject steps a shard job runs, in the order they run (their logs are where a
+# failure is explained); a training subject also gets its deformation field.
+SUBJECT_RULES = ["denoise", "n4", "mni_affine", "skullstrip", "normalize", "qc_preproc", "segment", "surfaces",
+                 "surface_sdf", "qc_surfaces"]
+TRAIN_SUBJECT_RULES = ["deformation_field"]
+
+
+def shard_patterns():
+    """Path patterns (with {subdir} and {scan}) a shard job fills in for each of its subjects, so
+    that its params stay a few dozen strings however many subjects it holds (cortexgen.shards):
+    targets: the files whose jobs pull in every step (the QC figures: all of preprocessing, and
+    segmentation with surfaces; the SDFs); outputs: every file of the steps; logs: their logs.
+    ``train_``: the same for training subjects only. Call after the rules are defined."""
+    patterns = {
+        "targets": [rules.qc_preproc.output.png, rules.qc_surfaces.output.png, rules.surface_sdf.output.pial_sdf],
+        "train_targets": [rules.deformation_field.output.field],
+        "outputs": [path for name in SUBJECT_RULES for path in getattr(rules, name).output],
+        "train_outputs": [path for name in TRAIN_SUBJECT_RULES for path in getattr(rules, name).output],
+        "logs": [getattr(rules, name).log[0] for name in SUBJECT_RULES + TRAIN_SUBJECT_RULES],
+    }
+    return {key: [str(path) for path in paths] for key, paths in patterns.items()}
+
+
+def shard_subjects(wildcards):
+    """The shard's scans: [{scan, subdir, train}]."""
+    train = {scan.prefix for scan in TRAIN_SCANS}
+    return [{"scan": scan.prefix, "subdir": scan.subdir, "train": scan.prefix in train}
+            for scan in SHARDS[wildcards.shard]]
+
+
+def subject_params(files_of):
+    """Param function paired with :func:`subject_inputs`: the per-subject paths when sharded, else {}.
+
+    Scripts read both through ``cortexgen.runtime.job_inputs``.
+    """
+    return lambda wildcards: files_of(wildcards) if SUBJECTS_PER_SHARD else {}
+
+
 def rule_resources(rule_name):
     """threads, mem_mb and runtime (min) of a rule, from config 'resources'."""
     return config["resources"][rule_name]
@@ -73,8 +153,11 @@ def scan_paths(pattern):
 def preprocess_targets():
     """The model-ready images, their masks and the QC montages of every scan.
 
-    Called after rules/preprocess.smk is included, so the paths are the rules' own.
+    Called after rules/preprocess.smk is included, so the paths are the rules' own. Sharded:
+    the shard manifests (the subjects' files are made inside the shard jobs).
     """
+    if SUBJECTS_PER_SHARD:
+        return shard_manifests()
     return (
         scan_paths(rules.normalize.output.image)
         + scan_paths(rules.normalize.output.mask)
@@ -85,8 +168,11 @@ def preprocess_targets():
 def surface_targets():
     """Every scan's surfaces, condition volumes (SDFs, ribbon) and surface QC.
 
-    Called after rules/surfaces.smk is included, so the paths are the rules' own.
+    Called after rules/surfaces.smk is included, so the paths are the rules' own. Sharded:
+    the shard manifests.
     """
+    if SUBJECTS_PER_SHARD:
+        return shard_manifests()
     outputs = rules.surfaces.output
     return (
         [path for pattern in outputs.white + outputs.pial + outputs.midthickness + outputs.thickness
@@ -109,12 +195,43 @@ SPLIT = split_subjects(
     config["split"]["seed"],
     config["split"]["validation_fraction"],
 )
-TRAIN_SCANS = [scan for scan in SCANS.values() if f"sub-{scan.subject}" in SPLIT.train]
+
+
+def seeded_subset(items, limit):
+    """At most ``limit`` of ``items`` (None: all of them): a subset drawn with the split's seed, kept in order."""
+    items = list(items)
+    if limit is None or len(items) <= limit:
+        return items
+    import numpy as np
+
+    keep = np.sort(np.random.default_rng(config["split"]["seed"]).choice(len(items), limit, replace=False))
+    return [items[index] for index in keep]
+
+
+def scans_of(subjects):
+    """The scans of these subjects ("sub-<label>"), in scan order."""
+    subjects = set(subjects)  # a set: cohorts of tens of thousands
+    return [scan for scan in SCANS.values() if f"sub-{scan.subject}" in subjects]
+
+
+TRAIN_SCANS = scans_of(SPLIT.train)
 
 
 def train_scan_paths(pattern):
     """``pattern`` for every scan of a training subject."""
-    return [format_scan(pattern, scan) for scan in TRAIN_SCANS]
+    return scans_paths(pattern, TRAIN_SCANS)
+
+
+_SCANS_PATHS = {}
+
+
+def scans_paths(pattern, scans):
+    """``pattern`` for each of ``scans`` (one of the module's scan lists), computed once per list:
+    input and param functions ask for the same lists many times, and a cohort has tens of thousands."""
+    key = (str(pattern), id(scans))
+    if key not in _SCANS_PATHS:
+        _SCANS_PATHS[key] = [format_scan(pattern, scan) for scan in scans]
+    return _SCANS_PATHS[key]
 
 
 def shape_model_targets():
@@ -149,7 +266,7 @@ def shape_specs():
     weights = [(k + 1) / (interpolation["steps"] + 1) for k in range(interpolation["steps"])]
     for pair in pairs:
         ends = [subject_id(name) for name in pair]
-        unknown = [name for name in ends if name not in SPLIT.train + SPLIT.held_out]
+        unknown = [name for name in ends if name not in set(SPLIT.train + SPLIT.held_out)]
         if unknown:
             raise ValueError(f"shape_model.interpolation.pairs: {unknown} not in the dataset")
         for weight in weights:
@@ -161,9 +278,20 @@ def shape_specs():
     return specs
 
 
-def hemi_file(pattern):
-    """Input function: one hemisphere's file of every training scan (``pattern`` is a per-hemi list)."""
-    return lambda wildcards: train_scan_paths(pattern[HEMIS.index(wildcards.hemi)])
+def shape_model_files(wildcards):
+    """One hemisphere's midthickness and thickness of every training scan (in TRAIN_SCANS order)."""
+    i = HEMIS.index(wildcards.hemi)
+    return {"midthickness": train_scan_paths(rules.surfaces.output.midthickness[i]),
+            "thickness": train_scan_paths(rules.surfaces.output.thickness[i])}
+
+
+def interpolation_scans(wildcards):
+    """The two scans an interpolation runs between (none for other shapes)."""
+    spec = SHAPE_SPECS[wildcards.shape]
+    if spec["kind"] != "interpolation":
+        return []
+    scans = {f"sub-{scan.subject}": scan for scan in SCANS.values()}
+    return [scans[spec["from"]], scans[spec["to"]]]
 
 
 def interpolation_endpoints(wildcards):
@@ -183,8 +311,8 @@ def interpolation_endpoints(wildcards):
 
 # Diffusion generators (rules/diffusion.smk): their training volumes and what they sample.
 
-VALIDATION_SCANS = [scan for scan in SCANS.values() if f"sub-{scan.subject}" in SPLIT.validation]
-HELD_OUT_SCANS = [scan for scan in SCANS.values() if f"sub-{scan.subject}" in SPLIT.held_out]
+VALIDATION_SCANS = scans_of(SPLIT.validation)
+HELD_OUT_SCANS = scans_of(SPLIT.held_out)
 GENERATORS = ["bridge", "ddpm", "deform"]
 
 
@@ -209,23 +337,25 @@ def generator_inputs(model):
             if not scans:
                 continue
             if model == "deform":
-                files[f"{prefix}fields"] = [format_scan(rules.deformation_field.output.field, s) for s in scans]
+                files[f"{prefix}fields"] = scans_paths(rules.deformation_field.output.field, scans)
                 continue
-            files[f"{prefix}images"] = [format_scan(rules.normalize.output.image, s) for s in scans]
+            files[f"{prefix}images"] = scans_paths(rules.normalize.output.image, scans)
             if model == "bridge":
+                patterns = condition_patterns()
                 for role in config["diffusion"]["bridge"]["conditions"]:
-                    files[f"{prefix}{role}"] = [format_scan(condition_patterns()[role][0], s) for s in scans]
+                    files[f"{prefix}{role}"] = scans_paths(patterns[role][0], scans)
         return files
 
     return inputs
 
 
 def bridge_conditions():
-    """What the bridge samples from: each held-out scan's own SDFs (paired with its real image),
-    then every new cortex of the shape model. [{id, label, kind, real, <role>: path}]."""
+    """What the bridge samples from: each held-out scan's own SDFs (paired with its real image;
+    at most diffusion.bridge.sampling.max_held_out of them, a seeded subset), then every new
+    cortex of the shape model. [{id, label, kind, real, <role>: path}]."""
     roles = config["diffusion"]["bridge"]["conditions"]
     items = []
-    for scan in HELD_OUT_SCANS:
+    for scan in seeded_subset(HELD_OUT_SCANS, config["diffusion"]["bridge"]["sampling"]["max_held_out"]):
         items.append({"id": scan.prefix, "label": scan.prefix.replace("-", "").replace("_", ""), "kind": "held_out",
                       "real": format_scan(rules.normalize.output.image, scan)})
     for shape, spec in SHAPE_SPECS.items():
@@ -270,21 +400,17 @@ def diffusion_targets():
 def reference_scans():
     """The real scans the synthetic sets are compared with (config evaluate.reference), at most
     evaluate.max_reference_images of them: a subset drawn with the split's seed, in scan order."""
-    scans = list(HELD_OUT_SCANS) if config["evaluate"]["reference"] == "held_out" else list(SCANS.values())
-    limit = config["evaluate"]["max_reference_images"]
-    if limit is not None and len(scans) > limit:
-        import numpy as np
-
-        keep = np.sort(np.random.default_rng(config["split"]["seed"]).choice(len(scans), limit, replace=False))
-        scans = [scans[index] for index in keep]
-    return scans
+    scans = HELD_OUT_SCANS if config["evaluate"]["reference"] == "held_out" else SCANS.values()
+    return seeded_subset(scans, config["evaluate"]["max_reference_images"])
 
 
 def cycle_items():
     """The bridge samples whose cortex is re-extracted: {label: condition item} of the kinds
-    in config evaluate.cycle_consistency.kinds (see bridge_conditions)."""
-    kinds = set(config["evaluate"]["cycle_consistency"]["kinds"])
-    return {item["label"]: item for item in BRIDGE_CONDITIONS if item["kind"] in kinds}
+    in config evaluate.cycle_consistency.kinds (see bridge_conditions), at most max_items of
+    them: a subset drawn with the split's seed, in condition order."""
+    settings = config["evaluate"]["cycle_consistency"]
+    items = [item for item in BRIDGE_CONDITIONS if item["kind"] in set(settings["kinds"])]
+    return {item["label"]: item for item in seeded_subset(items, settings["max_items"])}
 
 
 def conditioning_surfaces(item):
@@ -299,19 +425,38 @@ def conditioning_surfaces(item):
     return {f"{name}_{hemi}": paths[i] for name, paths in outputs.items() for i, hemi in enumerate(HEMIS)}
 
 
-def cycle_inputs(wildcards):
-    """Input function of cycle_consistency: the bridge sample (or, source 'real', the held-out
-    subject's own image), its conditioning surfaces and SDFs."""
+def cycle_subject_files(wildcards):
+    """Per-subject inputs of cycle_consistency: a held-out subject's conditioning surfaces and
+    SDFs (and, source 'real', its own image); none for a new cortex of the shape model."""
     item = CYCLE_ITEMS[wildcards.label]
-    if wildcards.source == "real":
-        if item["kind"] != "held_out":
+    if item["kind"] != "held_out":
+        if wildcards.source == "real":
             raise ValueError(f"cycle_consistency: {item['label']} has no real image (a {item['kind']} cortex)")
-        files = {"image": item["real"]}
-    else:
-        files = {"image": f"results/samples/bridge/cond-{item['label']}_T1w.nii.gz"}
-    files.update(conditioning_surfaces(item))
+        return {}
+    files = conditioning_surfaces(item)
     files["pial_sdf"] = condition_path(item, "pialsdf")
     files["white_sdf"] = condition_path(item, "whitesdf")
+    if wildcards.source == "real":
+        files["image"] = item["real"]
+    return files
+
+
+def cycle_scans(wildcards):
+    """The held-out scan a cycle item was conditioned on (none for a new cortex)."""
+    item = CYCLE_ITEMS[wildcards.label]
+    return [SCANS[item["id"]]] if item["kind"] == "held_out" else []
+
+
+def cycle_other_files(wildcards):
+    """The rest of cycle_consistency's inputs: the bridge sample, and a new cortex's surfaces and SDFs."""
+    item = CYCLE_ITEMS[wildcards.label]
+    files = {}
+    if wildcards.source == "bridge":
+        files["image"] = f"results/samples/bridge/cond-{item['label']}_T1w.nii.gz"
+    if item["kind"] != "held_out":
+        files.update(conditioning_surfaces(item))
+        files["pial_sdf"] = condition_path(item, "pialsdf")
+        files["white_sdf"] = condition_path(item, "whitesdf")
     return files
 
 
@@ -322,14 +467,20 @@ def condition_path(item, role):
     return str(condition_patterns()[role][1]).format(shape=item["id"])
 
 
+def evaluation_subject_files(wildcards):
+    """Per-subject inputs of evaluate: reference images, and the real images and masks of the
+    held-out subjects the bridge sampled (paired fidelity)."""
+    paired = [SCANS[item["id"]] for item in BRIDGE_CONDITIONS if item["kind"] == "held_out"]
+    return {
+        "reference": [format_scan(rules.normalize.output.image, scan) for scan in reference_scans()],
+        "held_out_images": [format_scan(rules.normalize.output.image, scan) for scan in paired],
+        "held_out_masks": [format_scan(rules.normalize.output.mask, scan) for scan in paired],
+    }
+
+
 def evaluation_inputs(wildcards):
-    """Input function of evaluate: reference images, every generator's samples and tables, the
-    held-out subjects' real images and masks (paired fidelity), cycle tables, training logs."""
-    reference = reference_scans()
+    """The rest of evaluate's inputs: every generator's samples and tables, cycle tables, training logs."""
     files = {
-        "reference": [format_scan(rules.normalize.output.image, scan) for scan in reference],
-        "held_out_images": [format_scan(rules.normalize.output.image, scan) for scan in HELD_OUT_SCANS],
-        "held_out_masks": [format_scan(rules.normalize.output.mask, scan) for scan in HELD_OUT_SCANS],
         "cycle": [str(rules.cycle_consistency.output.table).format(source="bridge", label=label)
                   for label in CYCLE_ITEMS],
         "cycle_real": [str(rules.cycle_consistency.output.table).format(source="real", label=label)

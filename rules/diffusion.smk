@@ -56,7 +56,7 @@ rule deformation_field:
 
 rule train_bridge:
     input:
-        unpack(generator_inputs("bridge")),
+        unpack(subject_inputs(generator_inputs("bridge"))),
     output:
         model="results/models/bridge/model.pt",
         log="results/models/bridge/train_log.tsv",
@@ -67,6 +67,7 @@ rule train_bridge:
             labels={"model": "bridge", "figure": "loss"},
         ),
     params:
+        subject_files=subject_params(generator_inputs("bridge")),
         model="bridge",
         settings=config["diffusion"]["bridge"],
         device=config["diffusion"]["device"],
@@ -89,7 +90,7 @@ rule train_bridge:
 
 use rule train_bridge as train_ddpm with:
     input:
-        unpack(generator_inputs("ddpm")),
+        unpack(subject_inputs(generator_inputs("ddpm"))),
     output:
         model="results/models/ddpm/model.pt",
         log="results/models/ddpm/train_log.tsv",
@@ -100,6 +101,7 @@ use rule train_bridge as train_ddpm with:
             labels={"model": "ddpm", "figure": "loss"},
         ),
     params:
+        subject_files=subject_params(generator_inputs("ddpm")),
         model="ddpm",
         settings=config["diffusion"]["ddpm"],
         device=config["diffusion"]["device"],
@@ -118,7 +120,7 @@ use rule train_bridge as train_ddpm with:
 
 use rule train_bridge as train_deform with:
     input:
-        unpack(generator_inputs("deform")),
+        unpack(subject_inputs(generator_inputs("deform"))),
     output:
         model="results/models/deform/model.pt",
         log="results/models/deform/train_log.tsv",
@@ -129,6 +131,7 @@ use rule train_bridge as train_deform with:
             labels={"model": "deform", "figure": "loss"},
         ),
     params:
+        subject_files=subject_params(generator_inputs("deform")),
         model="deform",
         settings=config["diffusion"]["deform"],
         device=config["diffusion"]["device"],
@@ -150,7 +153,7 @@ BRIDGE_CONDITIONS = bridge_conditions()
 
 rule sample_bridge:
     input:
-        unpack(bridge_condition_files),
+        unpack(subject_inputs(bridge_condition_files)),
         model=rules.train_bridge.output.model,
     output:
         images=[f"{SAMPLES}/bridge/cond-{item['label']}_T1w.nii.gz" for item in BRIDGE_CONDITIONS],

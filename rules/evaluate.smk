@@ -16,7 +16,8 @@ wildcard_constraints:
 
 rule cycle_consistency:
     input:
-        unpack(cycle_inputs),
+        unpack(subject_inputs(cycle_subject_files, cycle_scans)),
+        unpack(cycle_other_files),
         template_white=rules.surface_template.output.white,
         template_pial=rules.surface_template.output.pial,
         template_cortex=rules.surface_template.output.cortex,
@@ -26,6 +27,7 @@ rule cycle_consistency:
     output:
         table=f"{EVALUATION}/cycle/{{source}}/cond-{{label}}_cycle.tsv",
     params:
+        subject_files=subject_params(cycle_subject_files),
         hemis=HEMIS,
         segment=config["surfaces"]["segment"],
         warp=config["surfaces"]["warp"],
@@ -49,6 +51,7 @@ rule cycle_consistency:
 
 rule evaluate:
     input:
+        unpack(subject_inputs(evaluation_subject_files)),
         unpack(evaluation_inputs),
     output:
         tsv=report(
@@ -89,6 +92,7 @@ rule evaluate:
             labels={"figure": "gallery: deform"},
         ),
     params:
+        subject_files=subject_params(evaluation_subject_files),
         generators=GENERATORS,
         reference=config["evaluate"]["reference"],
         metrics=config["evaluate"]["metrics"],

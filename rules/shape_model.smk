@@ -16,11 +16,11 @@ wildcard_constraints:
 
 rule fit_shape_model:
     input:
-        midthickness=hemi_file(rules.surfaces.output.midthickness),
-        thickness=hemi_file(rules.surfaces.output.thickness),
+        unpack(subject_inputs(shape_model_files)),
     output:
         model=f"{SSM}_ssm.npz",
     params:
+        subject_files=subject_params(shape_model_files),
         subjects=[scan.prefix for scan in TRAIN_SCANS],
         settings=config["shape_model"],
     log:
@@ -39,9 +39,8 @@ rule fit_shape_model:
 
 rule shape_model_quality:
     input:
+        unpack(subject_inputs(shape_model_files)),
         model=rules.fit_shape_model.output.model,
-        midthickness=hemi_file(rules.surfaces.output.midthickness),
-        thickness=hemi_file(rules.surfaces.output.thickness),
     output:
         json=f"{SSM}_quality.json",
         png=report(
@@ -57,6 +56,7 @@ rule shape_model_quality:
             labels={"hemisphere": "{hemi}", "figure": "modes"},
         ),
     params:
+        subject_files=subject_params(shape_model_files),
         settings=config["shape_model"],
     log:
         "logs/shape_model_quality/hemi-{hemi}.log",
@@ -74,7 +74,7 @@ rule shape_model_quality:
 
 rule make_shape:
     input:
-        unpack(interpolation_endpoints),
+        unpack(subject_inputs(interpolation_endpoints, interpolation_scans)),
         models=expand(rules.fit_shape_model.output.model, hemi=HEMIS),
         template=config["preprocess"]["template"],
     output:
@@ -87,6 +87,7 @@ rule make_shape:
         ribbon=f"{SHAPE}_space-{SPACE}_res-{RES}_desc-ribbon_mask.nii.gz",
         qc=f"{SHAPE}_qc.tsv",
     params:
+        subject_files=subject_params(interpolation_endpoints),
         hemis=HEMIS,
         spec=lambda wildcards: SHAPE_SPECS[wildcards.shape],
         grid_shape=config["preprocess"]["shape"],

@@ -5,7 +5,7 @@ A synthetic image the surface stage cannot analyse is an evaluation result, not 
 workflow: the row says 'failed: <reason>' with empty metrics and the evaluation counts it.
 """
 
-from cortexgen.runtime import job_log, limit_threads
+from cortexgen.runtime import job_inputs, job_log, limit_threads
 
 limit_threads(snakemake.threads)
 
@@ -22,7 +22,7 @@ from cortexgen.surfaces.sdf import ConditionVolumes  # noqa: E402
 from cortexgen.surfaces.template import load_template  # noqa: E402
 
 with job_log(snakemake.log[0]) as log:
-    inputs = snakemake.input
+    inputs = job_inputs(snakemake)
     hemis = snakemake.params.hemis
     label = snakemake.wildcards.label
     template = load_template(hemis, inputs.template_white, inputs.template_pial, inputs.template_cortex,

@@ -1,7 +1,7 @@
 """Rule evaluate: set metrics per generator and for the real-vs-real baseline, paired fidelity of
 the bridge on held-out subjects, cycle consistency and fold statistics, figures."""
 
-from cortexgen.runtime import job_log, limit_threads
+from cortexgen.runtime import job_inputs, job_log, limit_threads
 
 limit_threads(snakemake.threads)
 
@@ -20,6 +20,7 @@ from cortexgen.evaluate.summary import (  # noqa: E402
     write_metrics,
 )
 from cortexgen.io import atomic_output, read_table, voxel_sizes  # noqa: E402
+from cortexgen.shards import complete_indices, select  # noqa: E402
 
 
 def load_volumes(paths):
@@ -32,7 +33,7 @@ def save(figure, path):
 
 
 with job_log(snakemake.log[0]) as log:
-    inputs = snakemake.input
+    inputs = job_inputs(snakemake)
     settings = SetMetricSettings.from_config(snakemake.params.metrics)
     device = snakemake.params.device
     if device == "auto":
@@ -51,7 +52,8 @@ with job_log(snakemake.log[0]) as log:
 
     feature_options = {"medicalnet": medicalnet, "medicalnet_batch_size": snakemake.params.medicalnet["batch_size"],
                        "device": device}
-    reference_paths = list(inputs.reference)
+    # Sharded runs: real images their shard did not make are left out.
+    reference_paths = select(inputs.reference, complete_indices({"reference": inputs.reference}, log))
     reference = load_volumes(reference_paths)
     voxel_mm = voxel_sizes(nib.load(reference_paths[0])) if reference_paths else (1.0, 1.0, 1.0)
     rows: list[MetricResult] = []

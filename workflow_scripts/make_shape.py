@@ -1,6 +1,6 @@
 """Rule make_shape: one new cortex (sample, interpolation or atrophy) as surfaces and condition volumes."""
 
-from cortexgen.runtime import job_log, limit_threads
+from cortexgen.runtime import job_inputs, job_log, limit_threads
 
 limit_threads(snakemake.threads)
 
@@ -18,6 +18,7 @@ from cortexgen.surfaces.sdf import condition_volumes  # noqa: E402
 
 with job_log(snakemake.log[0]) as log:
     spec = snakemake.params.spec
+    inputs = job_inputs(snakemake)
     log.info("%s: %s", snakemake.wildcards.shape, spec)
     surfaces = {}
     for i, hemi in enumerate(snakemake.params.hemis):
@@ -25,8 +26,8 @@ with job_log(snakemake.log[0]) as log:
         endpoints = None
         if spec["kind"] == "interpolation":
             endpoints = {
-                spec[end]: (load_surface(snakemake.input[f"{end}_{hemi}_mid"]).vertices,
-                            load_shape(snakemake.input[f"{end}_{hemi}_thickness"]))
+                spec[end]: (load_surface(inputs[f"{end}_{hemi}_mid"]).vertices,
+                            load_shape(inputs[f"{end}_{hemi}_thickness"]))
                 for end in ("from", "to")
             }
         z = shape_coefficients(model, spec, endpoints)

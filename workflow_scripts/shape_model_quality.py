@@ -1,6 +1,6 @@
 """Rule shape_model_quality: compactness, generalisation, specificity (JSON + figure) and the modes figure."""
 
-from cortexgen.runtime import job_log, limit_threads
+from cortexgen.runtime import job_inputs, job_log, limit_threads
 
 limit_threads(snakemake.threads)
 
@@ -11,6 +11,7 @@ import numpy as np  # noqa: E402
 from cortexgen.io import atomic_output  # noqa: E402
 from cortexgen.shape.figures import mode_figure, quality_figure  # noqa: E402
 from cortexgen.shape.model import load_shape_model  # noqa: E402
+from cortexgen.shards import complete_indices, select  # noqa: E402
 from cortexgen.shape.quality import compactness, generalisation, specificity  # noqa: E402
 from cortexgen.surfaces.mesh import load_shape, load_surface  # noqa: E402
 
@@ -18,8 +19,11 @@ with job_log(snakemake.log[0]) as log:
     settings = snakemake.params.settings
     quality_settings = settings["quality"]
     model = load_shape_model(snakemake.input.model)
-    mid = np.stack([load_surface(path).vertices for path in snakemake.input.midthickness])
-    thickness = np.stack([load_shape(path) for path in snakemake.input.thickness])
+    inputs = job_inputs(snakemake)
+    # The subjects the model was fitted on (sharded runs leave out those their shard did not make).
+    keep = complete_indices({"midthickness": inputs.midthickness, "thickness": inputs.thickness}, log)
+    mid = np.stack([load_surface(path).vertices for path in select(inputs.midthickness, keep)])
+    thickness = np.stack([load_shape(path) for path in select(inputs.thickness, keep)])
     quality = {"hemi": model.hemi, "n_subjects": len(model.subjects), "n_modes": model.n_modes,
                "compactness": [round(float(value), 6) for value in compactness(model)]}
     if len(mid) >= 3:

@@ -4,7 +4,7 @@ With a ``gpu`` resource above 1 the job runs torchrun, one process per GPU (DDP)
 description goes to it as a JSON file, never as shell text.
 """
 
-from cortexgen.runtime import job_log, limit_threads
+from cortexgen.runtime import job_inputs, job_log, limit_threads
 
 limit_threads(snakemake.threads)
 
@@ -15,15 +15,23 @@ import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from cortexgen.diffusion.run import train_job  # noqa: E402
+from cortexgen.shards import complete_indices, select  # noqa: E402
 
 with job_log(snakemake.log[0]) as log:
+    inputs = {key: [value] if isinstance(value, str) else list(value) for key, value in job_inputs(snakemake).items()}
+    # Sharded runs: training (and validation) subjects their shard did not make are left out,
+    # from all of a subject's volumes at once (images and conditions are parallel lists).
+    for prefix in ("", "val_"):
+        group = {key: paths for key, paths in inputs.items() if key.startswith("val_") == (prefix == "val_")}
+        keep = complete_indices(group, log)
+        inputs.update({key: select(paths, keep) for key, paths in group.items()})
     spec = {
         "model": snakemake.params.model,
         "settings": snakemake.params.settings,
         "device": snakemake.params.device,
         "sdf_clip_mm": snakemake.params.sdf_clip_mm,
         "checkpoints": snakemake.params.checkpoints,
-        "inputs": {key: [value] if isinstance(value, str) else list(value) for key, value in snakemake.input.items()},
+        "inputs": inputs,
         "outputs": {key: str(value) for key, value in snakemake.output.items()},
     }
     gpus = int(snakemake.resources.get("gpu", 0) or 0)

@@ -1,0 +1,141 @@
+"""Sharded runs (config sharding.subjects_per_shard): the DAG of a cohort holds one job per shard
+instead of one per subject and step, and a shard job really runs the per-subject rules in a
+Snakemake run of its own, lists a subject that fails, and lets the others through."""
+
+from __future__ import annotations
+
+import csv
+import re
+
+import pytest
+
+from tests.conftest import demo_config, discovery_bids, run_snakemake
+from tests.workflow.test_dag import PREPROC_RULES, SURFACE_RULES, job_blocks, job_counts
+
+LABELS = ["01", "02", "03", "04", "05"]
+
+
+def sharded_config(bids, subjects_per_shard):
+    config = demo_config(bids_dir=str(bids))
+    config["sharding"] = {"subjects_per_shard": subjects_per_shard}
+    return config
+
+
+def test_sharded_dag_has_one_job_per_shard_and_no_per_subject_jobs(tmp_path):
+    bids = discovery_bids(tmp_path / "bids", LABELS)
+    result = run_snakemake(tmp_path / "work", sharded_config(bids, 2), "--dry-run")
+    assert result.returncode == 0, result.stderr
+    counts = job_counts(result.stdout)
+    # 5 subjects in shards of 2: 0001 (01, 02), 0002 (03, 04), 0003 (05).
+    assert counts["subject_shard"] == 3
+    for rule in PREPROC_RULES + SURFACE_RULES + ["deformation_field"]:
+        assert rule not in counts
+    # The cohort-level rules are all there, waiting on the manifests.
+    for rule in ("fit_shape_model", "train_bridge", "train_ddpm", "train_deform", "sample_bridge", "evaluate"):
+        assert counts[rule] >= 1
+    blocks = {re.search(r"rule (\w+):", block).group(1) + re.search(r"jobid: (\d+)", block).group(1): block
+              for block in job_blocks(result.stdout)}
+    fit = next(block for name, block in blocks.items() if name.startswith("fit_shape_model"))
+    inputs = re.search(r"input: (.*)", fit).group(1)
+    assert sorted(inputs.split(", ")) == [f"results/shards/shard-000{k}.tsv" for k in (1, 2, 3)]
+    shard_jobs = [block for name, block in blocks.items() if name.startswith("subject_shard")]
+    assert sorted(re.search(r"output: (\S+)", block).group(1) for block in shard_jobs) == [
+        f"results/shards/shard-000{k}.tsv" for k in (1, 2, 3)]
+    # The templates are made once, before the shards (their own runs would race to make them).
+    for block in shard_jobs:
+        assert "results/surfaces/template/tpl-fsaverage_desc-tissue_label.nii.gz" in block
+        assert "results/deform/template/" in block
+
+
+def test_cycle_items_wait_only_for_their_own_shard(tmp_path):
+    bids = discovery_bids(tmp_path / "bids", LABELS)
+    config = sharded_config(bids, 2)
+    config["split"]["held_out"] = ["03"]
+    result = run_snakemake(tmp_path / "work", config, "--dry-run", "--until", "cycle_consistency")
+    assert result.returncode == 0, result.stderr
+    real = [block for block in job_blocks(result.stdout)
+            if "rule cycle_consistency:" in block and "cycle/real/" in block]
+    assert len(real) == 1
+    assert re.search(r"input: (.*)", real[0]).group(1).split(", ")[0] == "results/shards/shard-0002.tsv"
+    assert "shard-0001" not in real[0] and "shard-0003" not in real[0]
+
+
+@pytest.fixture(scope="module")
+def shard_run(tmp_path_factory):
+    """Shard 0001 of three subjects: two whose steps are already done (marked with --touch, as a
+    rerun after most subjects finished) and one whose T1w is not an image. The shard job runs
+    its own Snakemake run, which really runs the broken subject's first step."""
+    root = tmp_path_factory.mktemp("shard_run")
+    bids = discovery_bids(root / "bids", ["01", "02", "03"])
+    (bids / "sub-03" / "anat" / "sub-03_T1w.nii.gz").write_bytes(b"this is not a NIfTI file")
+    work = root / "work"
+    config = demo_config(bids_dir=str(bids))
+    config["split"]["held_out"] = ["03"]
+    # Everything sub-01 and sub-02 need from the per-subject steps, and the two templates.
+    done = [f"results/qc/sub-{label}_{kind}.png" for label in ("01", "02") for kind in ("preproc", "surfaces")]
+    done += [f"results/surfaces/sub-{label}/anat/sub-{label}_space-MNIColin27_res-84x128x84_desc-pialsdf.nii.gz"
+             for label in ("01", "02")]
+    done += [f"results/deform/sub-{label}/anat/sub-{label}_from-MNIColin27_to-T1w_res-84x128x84_desc-displacement_xfm.nii.gz"
+             for label in ("01", "02")]
+    targets = ["surface_template", "deform_template", *done]
+    # --touch only touches files that exist: make every output of those jobs first (empty files;
+    # nothing reads them here), then let --touch date them in the DAG's order.
+    planned = run_snakemake(work, config, "--dry-run", *targets)
+    assert planned.returncode == 0, planned.stderr
+    for line in planned.stdout.splitlines():
+        if line.strip().startswith("output: "):
+            for path in line.strip().removeprefix("output: ").split(", "):
+                (work / path).parent.mkdir(parents=True, exist_ok=True)
+                (work / path).touch()
+    touched = run_snakemake(work, config, "--touch", "--cores", "1", *targets)
+    assert touched.returncode == 0, touched.stderr
+    config["sharding"] = {"subjects_per_shard": 3}
+    result = run_snakemake(work, config, "--cores", "2", "results/shards/shard-0001.tsv", timeout=600)
+    return work, result
+
+
+def test_shard_manifest_lists_each_subject_and_why_one_failed(shard_run):
+    work, result = shard_run
+    assert result.returncode == 0, result.stderr
+    with open(work / "results/shards/shard-0001.tsv", newline="") as handle:
+        rows = {row["scan"]: row for row in csv.DictReader(handle, delimiter="\t")}
+    assert list(rows) == ["sub-01", "sub-02", "sub-03"]
+    assert rows["sub-01"]["status"] == "ok"
+    assert rows["sub-02"]["status"] == "ok"
+    # The broken scan's first step failed, and its log says so, naming the file.
+    status = rows["sub-03"]["status"]
+    assert status.startswith("failed: logs/denoise/sub-03/sub-03.log: ")
+    assert "sub-03_T1w.nii.gz" in status
+
+
+def test_shard_ran_its_steps_in_its_own_run(shard_run):
+    work, result = shard_run
+    inner = (work / "logs/subject_shard/shard-0001.snakemake.log").read_text()
+    # Only the broken subject had work left; its later steps never started.
+    assert re.search(r"rule denoise:\n(.*\n)*?.*wildcards: subdir=sub-03, scan=sub-03", inner)
+    assert "rule n4:" not in inner
+    assert re.findall(r"wildcards: .*", inner) == ["wildcards: subdir=sub-03, scan=sub-03"]
+    log = (work / "logs/subject_shard/shard-0001.log").read_text()
+    assert "2 of 3 subjects done" in log
+    assert not (work / "results/preproc/sub-03/anat/sub-03_desc-denoised_T1w.nii.gz").exists()
+
+
+def test_a_shard_where_every_subject_fails_fails(tmp_path):
+    bids = discovery_bids(tmp_path / "bids", ["01", "02", "03"])
+    for label in ("01", "02"):
+        (bids / f"sub-{label}" / "anat" / f"sub-{label}_T1w.nii.gz").write_bytes(b"broken")
+    work = tmp_path / "work"
+    config = demo_config(bids_dir=str(bids))
+    for path in ("results/surfaces/template", "results/deform/template"):
+        (work / path).mkdir(parents=True)
+    planned = run_snakemake(work, config, "--dry-run", "surface_template", "deform_template")
+    for line in planned.stdout.splitlines():
+        if line.strip().startswith("output: "):
+            for path in line.strip().removeprefix("output: ").split(", "):
+                (work / path).touch()
+    config["sharding"] = {"subjects_per_shard": 2}
+    result = run_snakemake(work, config, "--cores", "2", "results/shards/shard-0001.tsv", timeout=600)
+    assert result.returncode != 0
+    assert "no subject of shard 0001 came through" in (work / "logs/subject_shard/shard-0001.log").read_text()
+    # No half-written manifest survives.
+    assert not (work / "results/shards/shard-0001.tsv").exists()
