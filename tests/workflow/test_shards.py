@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import re
 
+import numpy as np
 import pytest
 
 from tests.conftest import demo_config, discovery_bids, run_snakemake
@@ -62,21 +63,22 @@ def test_cycle_items_wait_only_for_their_own_shard(tmp_path):
 
 @pytest.fixture(scope="module")
 def shard_run(tmp_path_factory):
-    """Shard 0001 of three subjects: two whose steps are already done (marked with --touch, as a
-    rerun after most subjects finished) and one whose T1w is not an image. The shard job runs
-    its own Snakemake run, which really runs the broken subject's first step."""
+    """Shard 0001 of four subjects: three whose steps are already done (marked with --touch, as
+    a rerun after most subjects finished) and one, sub-03 (a training subject), whose T1w is
+    not an image. The shard job runs its own Snakemake run, which really runs sub-03's first step."""
     root = tmp_path_factory.mktemp("shard_run")
-    bids = discovery_bids(root / "bids", ["01", "02", "03"])
+    bids = discovery_bids(root / "bids", ["01", "02", "03", "04"])
     (bids / "sub-03" / "anat" / "sub-03_T1w.nii.gz").write_bytes(b"this is not a NIfTI file")
     work = root / "work"
     config = demo_config(bids_dir=str(bids))
-    config["split"]["held_out"] = ["03"]
-    # Everything sub-01 and sub-02 need from the per-subject steps, and the two templates.
-    done = [f"results/qc/sub-{label}_{kind}.png" for label in ("01", "02") for kind in ("preproc", "surfaces")]
+    config["split"]["held_out"] = ["02"]
+    done_labels = ("01", "02", "04")
+    # Everything the others need from the per-subject steps, and the two templates.
+    done = [f"results/qc/sub-{label}_{kind}.png" for label in done_labels for kind in ("preproc", "surfaces")]
     done += [f"results/surfaces/sub-{label}/anat/sub-{label}_space-MNIColin27_res-84x128x84_desc-pialsdf.nii.gz"
-             for label in ("01", "02")]
+             for label in done_labels]
     done += [f"results/deform/sub-{label}/anat/sub-{label}_from-MNIColin27_to-T1w_res-84x128x84_desc-displacement_xfm.nii.gz"
-             for label in ("01", "02")]
+             for label in ("01", "04")]
     targets = ["surface_template", "deform_template", *done]
     # --touch only touches files that exist: make every output of those jobs first (empty files;
     # nothing reads them here), then let --touch date them in the DAG's order.
@@ -89,19 +91,18 @@ def shard_run(tmp_path_factory):
                 (work / path).touch()
     touched = run_snakemake(work, config, "--touch", "--cores", "1", *targets)
     assert touched.returncode == 0, touched.stderr
-    config["sharding"] = {"subjects_per_shard": 3}
+    config["sharding"] = {"subjects_per_shard": 4}
     result = run_snakemake(work, config, "--cores", "2", "results/shards/shard-0001.tsv", timeout=600)
-    return work, result
+    return work, config, result
 
 
 def test_shard_manifest_lists_each_subject_and_why_one_failed(shard_run):
-    work, result = shard_run
+    work, _, result = shard_run
     assert result.returncode == 0, result.stderr
     with open(work / "results/shards/shard-0001.tsv", newline="") as handle:
         rows = {row["scan"]: row for row in csv.DictReader(handle, delimiter="\t")}
-    assert list(rows) == ["sub-01", "sub-02", "sub-03"]
-    assert rows["sub-01"]["status"] == "ok"
-    assert rows["sub-02"]["status"] == "ok"
+    assert list(rows) == ["sub-01", "sub-02", "sub-03", "sub-04"]
+    assert [rows[scan]["status"] for scan in ("sub-01", "sub-02", "sub-04")] == ["ok"] * 3
     # The broken scan's first step failed, and its log says so, naming the file.
     status = rows["sub-03"]["status"]
     assert status.startswith("failed: logs/denoise/sub-03/sub-03.log: ")
@@ -109,15 +110,42 @@ def test_shard_manifest_lists_each_subject_and_why_one_failed(shard_run):
 
 
 def test_shard_ran_its_steps_in_its_own_run(shard_run):
-    work, result = shard_run
+    work, _, result = shard_run
     inner = (work / "logs/subject_shard/shard-0001.snakemake.log").read_text()
     # Only the broken subject had work left; its later steps never started.
     assert re.search(r"rule denoise:\n(.*\n)*?.*wildcards: subdir=sub-03, scan=sub-03", inner)
     assert "rule n4:" not in inner
     assert re.findall(r"wildcards: .*", inner) == ["wildcards: subdir=sub-03, scan=sub-03"]
     log = (work / "logs/subject_shard/shard-0001.log").read_text()
-    assert "2 of 3 subjects done" in log
+    assert "3 of 4 subjects done" in log
     assert not (work / "results/preproc/sub-03/anat/sub-03_desc-denoised_T1w.nii.gz").exists()
+
+
+def test_sharded_shape_model_leaves_out_the_subject_that_failed(shard_run):
+    """fit_shape_model, sharded: its inputs are the manifest, its subjects come through params,
+    and the failed training subject (sub-03) is left out of the model, not fatal."""
+    work, config, _ = shard_run
+    from cortexgen.shape.model import load_shape_model
+    from cortexgen.surfaces.mesh import save_shape, save_surface
+    from cortexgen.surfaces.template import load_fsaverage
+
+    # Real surfaces in fsaverage order for the training subjects that came through.
+    rng = np.random.default_rng(0)
+    for label in ("01", "04"):
+        for hemi in ("L", "R"):
+            meshes = load_fsaverage(hemi, subdivisions=0)
+            mid = meshes.white.with_vertices(0.5 * (meshes.white.vertices + meshes.pial.vertices)
+                                             + rng.normal(0, 0.5, meshes.white.vertices.shape))
+            anat = work / "results" / "surfaces" / f"sub-{label}" / "anat"
+            save_surface(mid, anat / f"sub-{label}_hemi-{hemi}_midthickness.surf.gii")
+            save_shape(rng.uniform(2, 3, len(mid.vertices)).astype(np.float32),
+                       anat / f"sub-{label}_hemi-{hemi}_thickness.shape.gii")
+    result = run_snakemake(work, config, "--cores", "1", "results/shape_model/hemi-L_ssm.npz")
+    assert result.returncode == 0, result.stderr
+    model = load_shape_model(work / "results/shape_model/hemi-L_ssm.npz")
+    assert list(model.subjects) == ["sub-01", "sub-04"]
+    log = (work / "logs/fit_shape_model/hemi-L.log").read_text()
+    assert "left out (its shard did not make it): results/surfaces/sub-03/anat/sub-03_hemi-L_midthickness" in log
 
 
 def test_a_shard_where_every_subject_fails_fails(tmp_path):
