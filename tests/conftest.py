@@ -45,12 +45,12 @@ def discovery_bids(root: Path, labels) -> Path:
     return root
 
 
-def run_snakemake(workdir: Path, config: dict, *args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
-    """Run the repository's workflow in ``workdir`` with ``config``; output captured as text."""
+def snakemake_command(workdir: Path, config: dict, *args: str) -> list[str]:
+    """The argv that runs the repository's workflow in ``workdir`` with ``config`` (written there)."""
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / "test_config.yaml"
     config_path.write_text(yaml.safe_dump(config))
-    command = [
+    return [
         sys.executable,
         "-m",
         "snakemake",
@@ -62,4 +62,9 @@ def run_snakemake(workdir: Path, config: dict, *args: str, timeout: int = 1200) 
         str(config_path),
         *args,
     ]
+
+
+def run_snakemake(workdir: Path, config: dict, *args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
+    """Run the repository's workflow in ``workdir`` with ``config``; output captured as text."""
+    command = snakemake_command(workdir, config, *args)
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO)

@@ -1,13 +1,12 @@
 """The diffusion and evaluation stages run for real (deformation fields, three generators
 trained and sampled, then evaluated: set metrics, paired fidelity, cycle consistency, figures).
 
-Only the diffusion and evaluation rules (and the surface template) may run (--allowed-rules). The model-ready images are the shipped
-Colin27 brain (a real scan) brought onto a small grid the way subjects are, each "subject"
-shifted by a few voxels and given its own contrast; the SDF conditions are signed distances
-to its brain and bright-tissue boundaries. The held-out subject's "surfaces" are the
-template's own meshes (the cycle-consistency rule needs conditioning surfaces; their values
-are checked in tests/unit/test_cycle.py, here the plumbing and the table). Tiny networks and a handful of steps: the test
-checks the plumbing and the files, the unit tests check what the models learn.
+Only the diffusion and evaluation rules (and the surface template) may run (--allowed-rules).
+The run and its inputs are the session fixture ``diffusion_run`` (tests/workflow/conftest.py),
+shared with the SLURM tests: Colin27-derived "subjects" on a small grid, the template's meshes
+as the held-out subject's surfaces (the cycle-consistency values are checked in
+tests/unit/test_cycle.py, here the plumbing and the table). Tiny networks and a handful of
+steps: the test checks the plumbing and the files, the unit tests check what the models learn.
 """
 
 from __future__ import annotations
@@ -18,99 +17,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from scipy import ndimage
 
-from cortexgen.diffusion.fields import template_image
 from cortexgen.diffusion.training import load_model
-from cortexgen.preprocess.normalize import resized_affine
-from tests.conftest import REPO, demo_config, discovery_bids, run_snakemake
-
-LABELS = ["01", "02", "03"]
-GRID = (32, 48, 32)
-RES = "32x48x32"
-DIFFUSION_RULES = ["deform_template", "deformation_field", "train_bridge", "train_ddpm", "train_deform",
-                   "sample_bridge", "sample_ddpm", "sample_deform"]
-EVALUATION_RULES = ["surface_template", "cycle_consistency", "evaluate"]
-TINY = {"channels": [4, 8, 8], "attention_levels": [False, False, True], "num_res_blocks": 1,
-        "norm_num_groups": 4, "num_head_channels": 0, "use_flash_attention": True}
-
-
-def signed_distance(inside: np.ndarray, spacing) -> np.ndarray:
-    """mm, negative inside."""
-    return (ndimage.distance_transform_edt(~inside, sampling=spacing)
-            - ndimage.distance_transform_edt(inside, sampling=spacing)).astype(np.float32)
-
-
-@pytest.fixture(scope="module")
-def diffusion_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("diffusion_run")
-    bids = discovery_bids(root / "bids", LABELS)
-    work = root / "work"
-    template = nib.load(REPO / "resources/templates/tpl-MNIColin27_res-1_T1w.nii.gz")
-    mask = nib.load(REPO / "resources/templates/tpl-MNIColin27_res-1_desc-brain_mask.nii.gz")
-    grid = nib.Nifti1Image(np.zeros(GRID, np.uint8), resized_affine(template.affine, template.shape, GRID))
-    brain = template_image(template, mask, grid)
-    spacing = np.sqrt((brain.affine[:3, :3] ** 2).sum(axis=0))
-    for k, label in enumerate(LABELS):
-        image = np.roll(brain.get_fdata(dtype=np.float32), shift=(k - 1, 1 - k, k), axis=(0, 1, 2))
-        image = image ** (1.0 + 0.15 * k)
-        anat = work / "results" / "preproc" / f"sub-{label}" / "anat"
-        surf = work / "results" / "surfaces" / f"sub-{label}" / "anat"
-        anat.mkdir(parents=True)
-        surf.mkdir(parents=True)
-        nib.save(nib.Nifti1Image(image, brain.affine),
-                 anat / f"sub-{label}_space-MNIColin27_res-{RES}_desc-preproc_T1w.nii.gz")
-        nib.save(nib.Nifti1Image((image > 0).astype(np.uint8), brain.affine),
-                 anat / f"sub-{label}_space-MNIColin27_res-{RES}_desc-brain_mask.nii.gz")
-        sdfs = {"pialsdf": signed_distance(image > 0.05, spacing), "whitesdf": signed_distance(image > 0.7, spacing)}
-        for role, sdf in sdfs.items():
-            nib.save(nib.Nifti1Image(sdf, brain.affine), surf / f"sub-{label}_space-MNIColin27_res-{RES}_desc-{role}.nii.gz")
-    # The held-out subject's conditioning surfaces: the template's meshes (fsaverage5).
-    from cortexgen.surfaces.mesh import save_shape, save_surface
-    from cortexgen.surfaces.template import load_fsaverage
-
-    surf03 = work / "results" / "surfaces" / "sub-03" / "anat"
-    for hemi in ("L", "R"):
-        meshes = load_fsaverage(hemi, subdivisions=0)
-        save_surface(meshes.white, surf03 / f"sub-03_hemi-{hemi}_white.surf.gii")
-        save_surface(meshes.pial, surf03 / f"sub-03_hemi-{hemi}_pial.surf.gii")
-        save_shape(np.linalg.norm(meshes.pial.vertices - meshes.white.vertices, axis=1).astype(np.float32),
-                   surf03 / f"sub-03_hemi-{hemi}_thickness.shape.gii")
-    config = demo_config(bids_dir=str(bids))
-    config["preprocess"]["shape"] = list(GRID)
-    config["surfaces"]["template_subdivisions"] = 0
-    # MS-SSIM at 5 scales needs sides of 16 x kernel voxels: kernel 2 fits the 32-voxel sides.
-    config["evaluate"]["metrics"].update(n_resamples=200, ms_ssim_pairs=3, ms_ssim_kernel=2, feature_pool=2)
-    config["evaluate"]["cycle_consistency"]["kinds"] = ["held_out"]
-    config["split"] = {"held_out": ["03"], "held_out_fraction": 0.25, "seed": 0, "validation_fraction": 0.0}
-    config["shape_model"]["samples"]["n"] = 0
-    config["shape_model"]["interpolation"]["steps"] = 0
-    config["shape_model"]["atrophy"] = []
-    for model in ("bridge", "ddpm", "deform"):
-        section = config["diffusion"][model]
-        section["grid"] = [16, 24, 16]
-        section["network"] = TINY
-        section["training"].update(steps=4, log_every=2, checkpoint_every=2, learning_rate=1e-3)
-        section["sample_steps"] = 3
-        section["sampling"]["batch_size"] = 2
-        if model != "bridge":
-            section["sampling"]["n"] = 2
-    config["diffusion"]["device"] = "cpu"
-    targets = [f"results/models/{model}/{name}" for model in ("bridge", "ddpm", "deform")
-               for name in ("model.pt", "train_log.tsv", "loss.png")]
-    targets += [f"results/samples/{model}/samples.tsv" for model in ("bridge", "ddpm", "deform")]
-    targets += ["results/evaluation/metrics.tsv"]
-    # Targets right after a one-value option: --allowed-rules takes every word after it.
-    result = run_snakemake(work, config, "--cores", "2", *targets, "--allowed-rules", *DIFFUSION_RULES,
-                           *EVALUATION_RULES)
-    report = None
-    if result.returncode == 0:
-        report = run_snakemake(work, config, "--report", "report.html", *targets)
-    return work, result, brain, report
+from tests.workflow.conftest import GRID, RES
 
 
 def test_every_generator_trains_and_writes_a_loadable_model(diffusion_run):
-    work, result, _, _ = diffusion_run
+    work, result = diffusion_run.work, diffusion_run.result
     assert result.returncode == 0, result.stderr[-4000:]
     for model, channels in (("bridge", 3), ("ddpm", 1), ("deform", 3)):
         folder = work / "results" / "models" / model
@@ -131,7 +44,7 @@ def test_every_generator_trains_and_writes_a_loadable_model(diffusion_run):
 
 
 def test_samples_are_images_on_the_model_grid(diffusion_run):
-    work, result, brain, _ = diffusion_run
+    work, result, brain = diffusion_run.work, diffusion_run.result, diffusion_run.brain
     assert result.returncode == 0, result.stderr[-4000:]
     samples = work / "results" / "samples"
     with open(samples / "bridge" / "samples.tsv") as handle:
@@ -163,7 +76,7 @@ def test_samples_are_images_on_the_model_grid(diffusion_run):
 def test_deformation_fields_warp_the_template_towards_each_subject(diffusion_run):
     from cortexgen.diffusion.fields import field_array, warp_image
 
-    work, result, _, _ = diffusion_run
+    work, result = diffusion_run.work, diffusion_run.result
     assert result.returncode == 0, result.stderr[-4000:]
     template = nib.load(work / "results" / "deform" / "template" / f"tpl-MNIColin27_res-{RES}_desc-brain_T1w.nii.gz")
     # Training subjects only (sub-03 is held out).
@@ -185,7 +98,7 @@ def read_metrics(work) -> list[dict]:
 
 
 def test_evaluation_table_has_every_generator_and_the_baseline(diffusion_run):
-    work, result, _, _ = diffusion_run
+    work, result = diffusion_run.work, diffusion_run.result
     assert result.returncode == 0, result.stderr[-4000:]
     rows = read_metrics(work)
     assert list(rows[0]) == ["generator", "metric", "value", "ci_low", "ci_high", "n", "note"]
@@ -219,7 +132,7 @@ def test_evaluation_table_has_every_generator_and_the_baseline(diffusion_run):
 
 
 def test_cycle_consistency_reextracts_the_bridge_sample_and_the_real_image(diffusion_run):
-    work, result, _, _ = diffusion_run
+    work, result = diffusion_run.work, diffusion_run.result
     assert result.returncode == 0, result.stderr[-4000:]
     metrics = {(r["generator"], r["metric"]): r for r in read_metrics(work)}
     for source, generator in (("bridge", "bridge"), ("real", "real_held_out")):
@@ -241,7 +154,7 @@ def test_cycle_consistency_reextracts_the_bridge_sample_and_the_real_image(diffu
 def test_evaluation_figures_and_json(diffusion_run):
     import json
 
-    work, result, _, _ = diffusion_run
+    work, result = diffusion_run.work, diffusion_run.result
     assert result.returncode == 0, result.stderr[-4000:]
     evaluation = work / "results" / "evaluation"
     document = json.loads((evaluation / "metrics.json").read_text())
@@ -253,7 +166,7 @@ def test_evaluation_figures_and_json(diffusion_run):
 
 
 def test_report_gathers_training_galleries_and_metrics(diffusion_run):
-    work, result, _, report = diffusion_run
+    work, result, report = diffusion_run.work, diffusion_run.result, diffusion_run.report
     assert result.returncode == 0, result.stderr[-4000:]
     assert report.returncode == 0, report.stderr[-4000:]
     html = (work / "report.html").read_text()
