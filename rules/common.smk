@@ -229,9 +229,10 @@ def scans_paths(pattern, scans):
     """``pattern`` for each of ``scans`` (one of the module's scan lists), computed once per list:
     input and param functions ask for the same lists many times, and a cohort has tens of thousands."""
     key = (str(pattern), id(scans))
-    if key not in _SCANS_PATHS:
-        _SCANS_PATHS[key] = [format_scan(pattern, scan) for scan in scans]
-    return _SCANS_PATHS[key]
+    # The list is kept with its paths, so its id cannot be reused by another list.
+    if key not in _SCANS_PATHS or _SCANS_PATHS[key][0] is not scans:
+        _SCANS_PATHS[key] = (scans, [format_scan(pattern, scan) for scan in scans])
+    return _SCANS_PATHS[key][1]
 
 
 def shape_model_targets():
