@@ -90,8 +90,7 @@ def shard_patterns():
 
 def shard_subjects(wildcards):
     """The shard's scans: [{scan, subdir, train}]."""
-    train = {scan.prefix for scan in TRAIN_SCANS}
-    return [{"scan": scan.prefix, "subdir": scan.subdir, "train": scan.prefix in train}
+    return [{"scan": scan.prefix, "subdir": scan.subdir, "train": scan.prefix in TRAIN_PREFIXES}
             for scan in SHARDS[wildcards.shard]]
 
 
@@ -145,9 +144,14 @@ def scan_file(pattern):
     return path
 
 
+def scans_paths(pattern, scans):
+    """``pattern`` for each of ``scans``."""
+    return [format_scan(pattern, scan) for scan in scans]
+
+
 def scan_paths(pattern):
     """``pattern`` for every scan."""
-    return [format_scan(pattern, scan) for scan in SCANS.values()]
+    return scans_paths(pattern, SCANS.values())
 
 
 def preprocess_targets():
@@ -215,24 +219,12 @@ def scans_of(subjects):
 
 
 TRAIN_SCANS = scans_of(SPLIT.train)
+TRAIN_PREFIXES = {scan.prefix for scan in TRAIN_SCANS}
 
 
 def train_scan_paths(pattern):
     """``pattern`` for every scan of a training subject."""
     return scans_paths(pattern, TRAIN_SCANS)
-
-
-_SCANS_PATHS = {}
-
-
-def scans_paths(pattern, scans):
-    """``pattern`` for each of ``scans`` (one of the module's scan lists), computed once per list:
-    input and param functions ask for the same lists many times, and a cohort has tens of thousands."""
-    key = (str(pattern), id(scans))
-    # The list is kept with its paths, so its id cannot be reused by another list.
-    if key not in _SCANS_PATHS or _SCANS_PATHS[key][0] is not scans:
-        _SCANS_PATHS[key] = (scans, [format_scan(pattern, scan) for scan in scans])
-    return _SCANS_PATHS[key][1]
 
 
 def shape_model_targets():
@@ -297,13 +289,8 @@ def interpolation_scans(wildcards):
 
 def interpolation_endpoints(wildcards):
     """The two subjects' midthickness and thickness files of an interpolation (none otherwise)."""
-    spec = SHAPE_SPECS[wildcards.shape]
-    if spec["kind"] != "interpolation":
-        return {}
-    scans = {f"sub-{scan.subject}": scan for scan in SCANS.values()}
     files = {}
-    for end in ("from", "to"):
-        scan = scans[spec[end]]
+    for end, scan in zip(("from", "to"), interpolation_scans(wildcards)):
         for i, hemi in enumerate(HEMIS):
             files[f"{end}_{hemi}_mid"] = format_scan(rules.surfaces.output.midthickness[i], scan)
             files[f"{end}_{hemi}_thickness"] = format_scan(rules.surfaces.output.thickness[i], scan)
@@ -473,9 +460,9 @@ def evaluation_subject_files(wildcards):
     held-out subjects the bridge sampled (paired fidelity)."""
     paired = [SCANS[item["id"]] for item in BRIDGE_CONDITIONS if item["kind"] == "held_out"]
     return {
-        "reference": [format_scan(rules.normalize.output.image, scan) for scan in reference_scans()],
-        "held_out_images": [format_scan(rules.normalize.output.image, scan) for scan in paired],
-        "held_out_masks": [format_scan(rules.normalize.output.mask, scan) for scan in paired],
+        "reference": scans_paths(rules.normalize.output.image, reference_scans()),
+        "held_out_images": scans_paths(rules.normalize.output.image, paired),
+        "held_out_masks": scans_paths(rules.normalize.output.mask, paired),
     }
 
 
