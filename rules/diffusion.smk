@@ -71,6 +71,7 @@ rule train_bridge:
         model="bridge",
         settings=config["diffusion"]["bridge"],
         device=config["diffusion"]["device"],
+        cuda=config["diffusion"]["cuda"],
         sdf_clip_mm=config["surfaces"]["sdf_clip_mm"],
         checkpoints="results/models/bridge/checkpoints",
     log:
@@ -105,6 +106,7 @@ use rule train_bridge as train_ddpm with:
         model="ddpm",
         settings=config["diffusion"]["ddpm"],
         device=config["diffusion"]["device"],
+        cuda=config["diffusion"]["cuda"],
         sdf_clip_mm=config["surfaces"]["sdf_clip_mm"],
         checkpoints="results/models/ddpm/checkpoints",
     log:
@@ -135,6 +137,7 @@ use rule train_bridge as train_deform with:
         model="deform",
         settings=config["diffusion"]["deform"],
         device=config["diffusion"]["device"],
+        cuda=config["diffusion"]["cuda"],
         sdf_clip_mm=config["surfaces"]["sdf_clip_mm"],
         checkpoints="results/models/deform/checkpoints",
     log:
@@ -162,6 +165,7 @@ rule sample_bridge:
         model="bridge",
         settings=config["diffusion"]["bridge"],
         device=config["diffusion"]["device"],
+        cuda=config["diffusion"]["cuda"],
         sdf_clip_mm=config["surfaces"]["sdf_clip_mm"],
         conditions=BRIDGE_CONDITIONS,
     log:
@@ -190,6 +194,7 @@ rule sample_ddpm:
         model="ddpm",
         settings=config["diffusion"]["ddpm"],
         device=config["diffusion"]["device"],
+        cuda=config["diffusion"]["cuda"],
     log:
         "logs/sample/ddpm.log",
     benchmark:
@@ -217,6 +222,7 @@ rule sample_deform:
         model="deform",
         settings=config["diffusion"]["deform"],
         device=config["diffusion"]["device"],
+        cuda=config["diffusion"]["cuda"],
     log:
         "logs/sample/deform.log",
     benchmark:

@@ -12,6 +12,7 @@ with job_log(snakemake.log[0]) as log:
         "model_file": snakemake.input.model,
         "settings": snakemake.params.settings,
         "device": snakemake.params.device,
+        "cuda": snakemake.params.cuda,
         "outputs": list(snakemake.output.images),
         "table": snakemake.output.table,
     }

@@ -29,6 +29,7 @@ with job_log(snakemake.log[0]) as log:
         "model": snakemake.params.model,
         "settings": snakemake.params.settings,
         "device": snakemake.params.device,
+        "cuda": snakemake.params.cuda,
         "sdf_clip_mm": snakemake.params.sdf_clip_mm,
         "checkpoints": snakemake.params.checkpoints,
         "inputs": inputs,

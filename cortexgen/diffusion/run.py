@@ -22,11 +22,14 @@ from cortexgen.diffusion import data as volumes
 from cortexgen.diffusion.generators import make_generator
 from cortexgen.diffusion.networks import NetworkSettings, build_unet, check_grid
 from cortexgen.diffusion.training import (
+    CudaSettings,
     TrainSettings,
+    apply_cuda_settings,
     fingerprint,
     init_distributed,
     load_model,
     loss_figure,
+    sampling_autocast,
     save_model,
     train,
     write_log,
@@ -83,6 +86,7 @@ def train_job(spec: dict) -> None:
 
     model, settings, inputs = spec["model"], spec["settings"], spec["inputs"]
     dist = init_distributed(_device(spec.get("device", "auto")))
+    apply_cuda_settings(CudaSettings.from_dict(spec.get("cuda")), dist.device)
     first = inputs["fields"][0] if model == "deform" else inputs["images"][0]
     grid = model_grid(settings, nib.load(first).shape[:3])
     network_settings = NetworkSettings.from_dict(settings["network"])
@@ -147,6 +151,8 @@ def sample_bridge_job(spec: dict) -> list[dict]:
     not depend on the batch it was drawn in.
     """
     device = _device_for_sampling(spec.get("device", "auto"))
+    cuda = CudaSettings.from_dict(spec.get("cuda"))
+    apply_cuda_settings(cuda, device)
     trained = load_model(spec["model_file"], device)
     roles = trained.generator.settings.conditions
     sampling = spec["settings"]["sampling"]
@@ -160,8 +166,9 @@ def sample_bridge_job(spec: dict) -> list[dict]:
         images = []
         for k, index in enumerate(batch):
             generator = torch.Generator(device=device).manual_seed(sampling["seed"] * 100_003 + index)
-            images.append(trained.generator.sample(trained.network, condition[k:k + 1], generator=generator,
-                                                   progress=_progress(f"bridge {items[k]['id']}")))
+            with sampling_autocast(cuda, device):
+                images.append(trained.generator.sample(trained.network, condition[k:k + 1], generator=generator,
+                                                       progress=_progress(f"bridge {items[k]['id']}")))
         out = volumes.resize_volume(torch.cat(images).float().cpu(), reference.shape[:3])
         for k, index in enumerate(batch):
             save_nifti(_image(out[k], reference.affine), spec["outputs"][index])
@@ -181,6 +188,8 @@ def sample_unconditional_job(spec: dict) -> list[dict]:
     from cortexgen.diffusion.fields import resize_field, warp_image
 
     device = _device_for_sampling(spec.get("device", "auto"))
+    cuda = CudaSettings.from_dict(spec.get("cuda"))
+    apply_cuda_settings(cuda, device)
     trained = load_model(spec["model_file"], device)
     sampling = spec["settings"]["sampling"]
     reference = nib.load(spec["grid_image"])
@@ -191,9 +200,10 @@ def sample_unconditional_job(spec: dict) -> list[dict]:
         samples = []
         for index in batch:
             generator = torch.Generator(device=device).manual_seed(sampling["seed"] * 100_003 + index)
-            samples.append(trained.generator.sample(
-                trained.network, (1, channels, *trained.grid), generator=generator, device=device,
-                progress=_progress(f"{trained.generator.name} {index + 1}")))
+            with sampling_autocast(cuda, device):
+                samples.append(trained.generator.sample(
+                    trained.network, (1, channels, *trained.grid), generator=generator, device=device,
+                    progress=_progress(f"{trained.generator.name} {index + 1}")))
         samples = torch.cat(samples).float().cpu()
         for k, index in enumerate(batch):
             row = {"file": Path(spec["outputs"][index]).name, "seed": sampling["seed"], "index": index}

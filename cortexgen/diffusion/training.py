@@ -52,6 +52,43 @@ class TrainSettings:
     seed: int = 0
 
 
+@dataclass(frozen=True)
+class CudaSettings:
+    """Config ``diffusion.cuda``: speed settings that apply only where a job runs on a GPU.
+
+    ``tf32``: float32 matrix products and convolutions on TensorFloat-32 tensor cores (10-bit
+    mantissa; bf16 autocast already computes most of the UNet at 8 bits). ``cudnn_benchmark``:
+    cuDNN times its convolution algorithms once per input shape and keeps the fastest (the
+    shapes never change during a training). Both change float rounding, so a CUDA run is not
+    bit-reproducible with them on (CUDA convolution backward passes are not anyway).
+    ``bf16_sampling``: sampling runs the network under bfloat16 autocast, as training does.
+    """
+
+    tf32: bool = True
+    cudnn_benchmark: bool = True
+    bf16_sampling: bool = True
+
+    @classmethod
+    def from_dict(cls, values: dict | None) -> CudaSettings:
+        return cls(**(values or {}))
+
+
+def apply_cuda_settings(settings: CudaSettings, device: torch.device) -> None:
+    """Set this process's TF32 and cuDNN autotuning flags from ``settings`` when ``device`` is CUDA."""
+    if torch.device(device).type != "cuda":
+        return
+    torch.backends.cuda.matmul.allow_tf32 = settings.tf32
+    torch.backends.cudnn.allow_tf32 = settings.tf32
+    torch.backends.cudnn.benchmark = settings.cudnn_benchmark
+
+
+def sampling_autocast(settings: CudaSettings, device: torch.device):
+    """The autocast context sampling runs in: bfloat16 on CUDA if ``settings.bf16_sampling``, else none."""
+    device = torch.device(device)
+    return torch.autocast("cuda", dtype=torch.bfloat16,
+                          enabled=settings.bf16_sampling and device.type == "cuda")
+
+
 class TrainingInterrupted(RuntimeError):
     """SIGTERM (e.g. SLURM's time limit) arrived; a checkpoint was written. Rerun to resume."""
 
@@ -63,6 +100,9 @@ class Distributed:
     rank: int = 0
     world_size: int = 1
     device: torch.device = torch.device("cpu")
+    # Process group of host-side (gloo) collectives, for the per-step stop flag: a NCCL
+    # collective read back on the host would wait for the GPU every step. None: the default group.
+    host_group: object = None
 
     @property
     def is_main(self) -> bool:
@@ -83,8 +123,9 @@ def init_distributed(device: str | None = None) -> Distributed:
         torch.cuda.set_device(local_rank)
     if not torch.distributed.is_initialized():
         torch.distributed.init_process_group(backend="nccl" if use_cuda else "gloo")
+    host_group = torch.distributed.new_group(backend="gloo") if use_cuda else None
     return Distributed(rank=torch.distributed.get_rank(), world_size=world_size,
-                       device=torch.device(f"cuda:{local_rank}" if use_cuda else "cpu"))
+                       device=torch.device(f"cuda:{local_rank}" if use_cuda else "cpu"), host_group=host_group)
 
 
 def stream_item(seed: int, position: int, count: int) -> int:
@@ -194,11 +235,14 @@ class _Terminate:
 
 
 def _agree(flag: bool, dist: Distributed) -> bool:
-    """True on every process if any process has ``flag`` set."""
+    """True on every process if any process has ``flag`` set.
+
+    A CPU tensor over the host group: no GPU synchronisation, only a host round trip.
+    """
     if dist.world_size == 1:
         return flag
-    value = torch.tensor([1.0 if flag else 0.0], device=dist.device)
-    torch.distributed.all_reduce(value)
+    value = torch.tensor([1.0 if flag else 0.0])
+    torch.distributed.all_reduce(value, group=dist.host_group)
     return bool(value.item() > 0)
 
 
@@ -264,7 +308,7 @@ def train(
             save_checkpoint(checkpoint_dir, step, {
                 "fingerprint": run_fingerprint, "step": step, "network": network.state_dict(),
                 "optimizer": optimizer.state_dict(), "ema": ema.state_dict(), "log": rows,
-                "window": [window_loss, window_steps],
+                "window": [float(window_loss), window_steps],
             }, settings.keep_checkpoints)
         if dist.world_size > 1:
             torch.distributed.barrier()
@@ -274,43 +318,48 @@ def train(
         from tqdm import tqdm
 
         bar = tqdm(total=settings.steps, initial=step, desc=f"train {generator.name}", unit="step")
-    window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
+    # The loss since the last log row, summed on the device: reading it on the host every
+    # step would make the CPU wait for the GPU each step; it is read at log steps only.
+    window_loss = torch.zeros((), dtype=torch.float64, device=dist.device)
+    window_steps, window_start = 0, time.perf_counter()
     if state is not None:
-        # The loss since the last log row, so a resumed log equals an uninterrupted one.
-        window_loss, window_steps = float(state["window"][0]), int(state["window"][1])
+        # Resumed, so a resumed log equals an uninterrupted one.
+        window_loss.fill_(float(state["window"][0]))
+        window_steps = int(state["window"][1])
     with _Terminate() as terminate:
         while step < settings.steps:
             trained.train()
             optimizer.zero_grad(set_to_none=True)
-            step_loss = 0.0
             for micro in range(settings.grad_accumulation):
                 positions = step_positions(step, micro, settings, dist)
                 batch = batch_at(data, [stream_item(settings.seed, p, count) for p in positions], dist.device)
                 with autocast:
                     loss = generator.loss(trained, batch, positions, settings.seed)
                 (loss / settings.grad_accumulation).backward()
-                step_loss += float(loss.detach()) / settings.grad_accumulation
+                window_loss += loss.detach().double() / settings.grad_accumulation
             if settings.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(network.parameters(), settings.grad_clip)
             optimizer.step()
             ema.update(network)
             step += 1
-            window_loss += step_loss
             window_steps += 1
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{step_loss:.4f}")
             if step % settings.log_every == 0 or step == settings.steps:
+                train_loss = float(window_loss) / window_steps  # the one host sync of a log window
                 seconds = time.perf_counter() - window_start
                 val = math.nan
                 if val_data and dist.is_main:
                     with autocast:
                         val = validation_loss(generator, network, val_data, settings, dist.device)
                 volumes = window_steps * settings.batch_size * settings.grad_accumulation * dist.world_size
-                rows.append({"step": step, "train_loss": window_loss / window_steps, "val_loss": val,
+                rows.append({"step": step, "train_loss": train_loss, "val_loss": val,
                              "learning_rate": settings.learning_rate, "seconds": seconds,
                              "volumes_per_second": volumes / seconds if seconds > 0 else math.nan})
-                window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
+                if bar is not None:
+                    bar.set_postfix(loss=f"{train_loss:.4f}")
+                window_loss.zero_()
+                window_steps, window_start = 0, time.perf_counter()
             interrupted = _agree(terminate.requested, dist)
             if step % settings.checkpoint_every == 0 or step == settings.steps or interrupted or step == stop_after:
                 checkpoint()
