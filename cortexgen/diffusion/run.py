@@ -51,28 +51,42 @@ def model_grid(settings: dict, image_shape: Sequence[int]) -> tuple[int, int, in
     return tuple(int(side) for side in (settings.get("grid") or image_shape))
 
 
-def load_data(model: str, inputs: dict, settings: dict, grid, sdf_clip_mm: float, prefix: str = "") -> dict:
-    """Training (or, with ``prefix='val_'``, validation) volumes in the network's scaling.
+def load_data(model: str, inputs: dict, settings: dict, grid, sdf_clip_mm: float, cache: str | Path,
+              prefix: str = "", build: bool = True) -> dict:
+    """Training (or, with ``prefix='val_'``, validation) volumes in the network's scaling, on disk.
 
-    bridge: ``image`` and ``condition`` ((C, *grid), channels in config order); ddpm: ``image``;
+    Each key is a :class:`~cortexgen.diffusion.data.VolumeStore` of (C, *grid) volumes, written
+    once to ``cache`` (float16) and reused while the input files and settings are unchanged,
+    so training memory does not grow with the number of subjects.
+    bridge: ``image`` and ``condition`` (channels in config order); ddpm: ``image``;
     deform: ``image`` holds the raw field in mm, (3, *grid) (scaled later by the field scale).
+    ``build=False``: wait for another process (DDP rank 0) to write the cache.
     """
     from cortexgen.diffusion.fields import field_array, resize_field
 
+    grid = [int(side) for side in grid]
     if model == "deform":
-        fields = [torch.from_numpy(field_array(nib.load(path)).astype(np.float32))
-                  for path in inputs.get(f"{prefix}fields", [])]
-        return {"image": [resize_field(field, grid) for field in fields]} if fields else {}
-    images = [volumes.load_image(path, grid) for path in inputs.get(f"{prefix}images", [])]
+        fields = inputs.get(f"{prefix}fields", [])
+        if not fields:
+            return {}
+
+        def load_field(i: int) -> torch.Tensor:
+            return resize_field(torch.from_numpy(field_array(nib.load(fields[i])).astype(np.float32)), grid)
+
+        return {"image": volumes.cached_store(cache, f"{prefix}fields", fields, {"grid": grid}, load_field,
+                                              len(fields), build)}
+    images = inputs.get(f"{prefix}images", [])
     if not images:
         return {}
-    data = {"image": images}
+    data = {"image": volumes.cached_store(cache, f"{prefix}images", images, {"grid": grid},
+                                          lambda i: volumes.load_image(images[i], grid), len(images), build)}
     if model == "bridge":
-        roles = settings["conditions"]
-        data["condition"] = [
-            volumes.load_conditions({role: inputs[f"{prefix}{role}"][i] for role in roles}, roles, grid, sdf_clip_mm)
-            for i in range(len(images))
-        ]
+        roles = list(settings["conditions"])
+        files = [{role: inputs[f"{prefix}{role}"][i] for role in roles} for i in range(len(images))]
+        data["condition"] = volumes.cached_store(
+            cache, f"{prefix}conditions", [item[role] for item in files for role in roles],
+            {"grid": grid, "roles": roles, "sdf_clip_mm": float(sdf_clip_mm)},
+            lambda i: volumes.load_conditions(files[i], roles, grid, sdf_clip_mm), len(images), build)
     return data
 
 
@@ -93,15 +107,19 @@ def train_job(spec: dict) -> None:
     check_grid(network_settings, grid)
     generator = make_generator(model, {key: settings[key] for key in GENERATOR_KEYS[model] if key in settings})
     train_settings = TrainSettings(**settings["training"])
-    data = load_data(model, inputs, settings, grid, spec.get("sdf_clip_mm", 10.0))
-    val_data = load_data(model, inputs, settings, grid, spec.get("sdf_clip_mm", 10.0), prefix="val_")
+    # The float16 volume cache sits beside the checkpoints: outside the rule's declared outputs,
+    # so it survives a failed or resubmitted job; rank 0 writes it, the other ranks wait for it.
+    cache = Path(spec["checkpoints"]) / "data"
+    clip = spec.get("sdf_clip_mm", 10.0)
+    data = load_data(model, inputs, settings, grid, clip, cache, build=dist.is_main)
+    val_data = load_data(model, inputs, settings, grid, clip, cache, prefix="val_", build=dist.is_main)
     extra = {"grid": list(grid)}
     if model == "deform":
         # One scale for every field (mm), so the DDPM sees values of about [-1, 1].
         scale = field_scale(data["image"], settings.get("scale_percentile", 99.5))
-        data["image"] = [field / scale for field in data["image"]]
+        data["image"] = data["image"].scaled(1.0 / scale)
         if val_data:
-            val_data["image"] = [field / scale for field in val_data["image"]]
+            val_data["image"] = val_data["image"].scaled(1.0 / scale)
         extra["field_scale_mm"] = scale
     if dist.is_main:
         log.info("%s: %d training and %d validation volumes on a %s grid, %s, %d process(es)",
