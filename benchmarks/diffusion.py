@@ -32,6 +32,7 @@ import torch  # noqa: E402
 from benchmarks.measure import PeakRSS  # noqa: E402
 from cortexgen.diffusion.generators import make_generator  # noqa: E402
 from cortexgen.diffusion.networks import NetworkSettings, build_unet, check_grid  # noqa: E402
+from cortexgen.diffusion.training import CudaSettings, apply_cuda_settings  # noqa: E402
 
 
 def synchronize(device):
@@ -105,10 +106,7 @@ def main():
     parser.add_argument("--generators", nargs="+", default=["bridge", "ddpm", "deform"])
     args = parser.parse_args()
     device = torch.device(args.device)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
+    apply_cuda_settings(CudaSettings(), device)  # as training jobs do with diffusion.cuda's defaults
     report = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
                     "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",

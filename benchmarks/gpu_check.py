@@ -3,10 +3,10 @@
     python benchmarks/gpu_check.py --out DIR [--results RESULTS] [--budget-s 450] [--train-s 240]
     python benchmarks/gpu_check.py --out DIR --tiny          # the CPU version the tests run
 
-Measures, in order of priority (each measurement's JSON is written as soon as it is done, so a
+Measures, in the order 1, 2, 4 but compile, 3, compile (each measurement's JSON is written as soon as it is done, so a
 run killed by its time limit still leaves everything measured before):
 
-1. ``train_step``: each generator's (bridge, ddpm, deform) optimiser step at config/gpu.yaml's
+1. ``train_step_<model>``: each generator's (bridge, ddpm, deform) optimiser step at config/gpu.yaml's
    sizes (84×128×84, UNet 128/128/256, bf16 autocast), the step the training loop takes
    (loss, backward, gradient clipping, AdamW, EMA): volumes/s (median of the timed steps)
    and peak memory (CUDA: max allocated; CPU: peak RSS) for each ``--batches`` size, with
@@ -20,8 +20,9 @@ run killed by its time limit still leaves everything measured before):
    (steps = seconds × the step rate measured in 1), then its sampling job samples the
    held-out subjects, scored against their real images by paired SSIM/PSNR/MAE
    (cortexgen.evaluate.metrics.paired_fidelity). Without ``--results`` the JSON says so.
-4. ``variants``: the bridge at batch 2 with one change each: TF32 and cudnn.benchmark off,
-   channels_last_3d, torch.compile (CUDA-only options are reported as skipped on CPU).
+4. ``variants_bridge``: the bridge at batch 2 with one change each: TF32 and cudnn.benchmark off,
+   channels_last_3d (both before 3), torch.compile (after 3, if at least 150 s are left:
+   ``--train-s 60`` leaves it room). CUDA-only options are reported as skipped on CPU.
 
 Every measurement runs in its own try/except: an error (an out-of-memory at batch 4) is
 recorded as its string and the check goes on. ``--budget-s`` bounds the whole run: a
@@ -401,8 +402,24 @@ def main(argv=None) -> dict:
 
     bridge_batch = configs["bridge"]["training"]["batch_size"]
     measured = check.report["train_step_bridge"].get(f"batch_{bridge_batch}", {})
+    # One change each from the bridge's baseline (config flags on, eager, contiguous). The cheap
+    # ones come before the real training; torch.compile (minutes of compilation) after it, if time is left.
+    cuda_only = None if device.type == "cuda" else "CUDA only: TF32 and cuDNN autotuning do not exist on CPU"
+    flags_off = CudaSettings(tf32=False, cudnn_benchmark=False, bf16_sampling=cuda.bf16_sampling)
+    compile_skip = "tiny CPU run: inductor takes minutes to compile a UNet on a CPU; measured on CUDA"
+
+    def variant(name: str, flags: CudaSettings, options: dict, skip: str | None, needs_s: float) -> None:
+        check.run("variants_bridge", f"{name}_batch_{bridge_batch}",
+                  lambda: train_step("bridge", configs["bridge"], bridge_batch, device, flags, steps, warmup,
+                                     **options), needs_s if device.type == "cuda" else 0.0, skip)
+        check.report["variants_bridge"][f"baseline_batch_{bridge_batch}"] = measured
+        apply_cuda_settings(cuda, device)
+
+    variant("flags_off", flags_off, {}, cuda_only, 30.0)
+    variant("channels_last_3d", cuda, {"channels_last": True}, None, 30.0)
+
     step_rate = 1.0 / measured["step_seconds"] if "step_seconds" in measured else None
-    # The real training gets what is left of its time after ~60 s for sampling, scoring and the variants' cheapest.
+    # The real training gets what is left of its time after ~60 s for sampling and scoring the held-out subjects.
     train_s = min(args.train_s, check.left() - 60.0)
     if args.results is None:
         check.run("real_training", None, None, skip="no --results given: no real data, nothing was trained")
@@ -422,25 +439,7 @@ def main(argv=None) -> dict:
     except Exception as err:
         check.report["gallery"] = {"error": f"{type(err).__name__}: {err}"[:2000]}
     check.save()
-
-    # One change each from the bridge's baseline (config flags on, eager, contiguous).
-    cuda_only = None if device.type == "cuda" else "CUDA only: TF32 and cuDNN autotuning do not exist on CPU"
-    flags_off = CudaSettings(tf32=False, cudnn_benchmark=False, bf16_sampling=cuda.bf16_sampling)
-    variants = [  # name, flags, options, why skipped, seconds needed on a GPU
-        ("flags_off", flags_off, {}, cuda_only, 30.0),
-        ("channels_last_3d", cuda, {"channels_last": True}, None, 30.0),
-        ("torch_compile", cuda, {"compile": True},
-         "tiny CPU run: inductor takes minutes to compile a UNet on a CPU; measured on CUDA" if args.tiny else None,
-         150.0),
-    ]
-    for name, flags, options, skip, needs in variants:
-        check.run("variants_bridge", f"{name}_batch_{bridge_batch}",
-                  lambda flags=flags, options=options: train_step("bridge", configs["bridge"], bridge_batch, device,
-                                                                  flags, steps, warmup, **options),
-                  needs if device.type == "cuda" else 0.0, skip)
-    check.report["variants_bridge"]["baseline_batch_%d" % bridge_batch] = measured
-    apply_cuda_settings(cuda, device)
-    check.save()
+    variant("torch_compile", cuda, {"compile": True}, compile_skip if args.tiny else None, 150.0)
     print(json.dumps(check.report, indent=1, default=str))
     return check.report
 
