@@ -281,3 +281,24 @@ def test_model_file_round_trips_with_weights_only(tmp_path):
     torch.save({"format": "other"}, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="not a cortexgen diffusion model"):
         load_model(tmp_path / "bad.pt")
+
+
+def test_cuda_settings_defaults_match_the_schema_and_the_shipped_config():
+    from pathlib import Path
+
+    import yaml
+
+    from cortexgen.diffusion.training import CudaSettings, apply_cuda_settings, sampling_autocast
+
+    repo = Path(__file__).resolve().parents[2]
+    schema = yaml.safe_load((repo / "config" / "schema.yaml").read_text())
+    section = schema["properties"]["diffusion"]["properties"]["cuda"]["properties"]
+    shipped = yaml.safe_load((repo / "config" / "config.yaml").read_text())["diffusion"]["cuda"]
+    assert CudaSettings.from_dict({key: value["default"] for key, value in section.items()}) == CudaSettings()
+    assert CudaSettings.from_dict(shipped) == CudaSettings() == CudaSettings.from_dict(None)
+    # On a CPU the flags are left alone and sampling runs without autocast.
+    benchmark = torch.backends.cudnn.benchmark
+    apply_cuda_settings(CudaSettings(cudnn_benchmark=not benchmark), torch.device("cpu"))
+    assert torch.backends.cudnn.benchmark == benchmark
+    with sampling_autocast(CudaSettings(), torch.device("cpu")):
+        assert not torch.is_autocast_enabled("cuda")
