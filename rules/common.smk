@@ -180,7 +180,7 @@ def surface_targets():
     outputs = rules.surfaces.output
     return (
         [path for pattern in outputs.white + outputs.pial + outputs.midthickness + outputs.thickness
-         for path in scan_paths(pattern)]
+         + outputs.native_thickness for path in scan_paths(pattern)]
         + scan_paths(rules.surface_sdf.output.pial_sdf)
         + scan_paths(rules.surface_sdf.output.white_sdf)
         + scan_paths(rules.surface_sdf.output.ribbon)

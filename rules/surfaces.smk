@@ -39,8 +39,10 @@ rule segment:
         csf=f"{SURF}_space-{SPACE}_label-CSF_probseg.nii.gz",
         gm=f"{SURF}_space-{SPACE}_label-GM_probseg.nii.gz",
         wm=f"{SURF}_space-{SPACE}_label-WM_probseg.nii.gz",
+        partition=f"{SURF}_space-{SPACE}_desc-cortex_dseg.nii.gz",
     params:
         settings=config["surfaces"]["segment"],
+        partition=config["surfaces"]["partition"],
     log:
         "logs/segment/{subdir}/{scan}.log",
     benchmark:
@@ -60,6 +62,8 @@ rule surfaces:
         csf=rules.segment.output.csf,
         gm=rules.segment.output.gm,
         wm=rules.segment.output.wm,
+        partition=rules.segment.output.partition,
+        xfm=rules.mni_affine.output.xfm,
         template_white=rules.surface_template.output.white,
         template_pial=rules.surface_template.output.pial,
         template_cortex=rules.surface_template.output.cortex,
@@ -70,6 +74,8 @@ rule surfaces:
         pial=expand(f"{SURF}_hemi-{{hemi}}_pial.surf.gii", hemi=HEMIS, allow_missing=True),
         midthickness=expand(f"{SURF}_hemi-{{hemi}}_midthickness.surf.gii", hemi=HEMIS, allow_missing=True),
         thickness=expand(f"{SURF}_hemi-{{hemi}}_thickness.shape.gii", hemi=HEMIS, allow_missing=True),
+        native_thickness=expand(f"{SURF}_hemi-{{hemi}}_desc-native_thickness.shape.gii", hemi=HEMIS,
+                                allow_missing=True),
     params:
         hemis=HEMIS,
         warp=config["surfaces"]["warp"],
@@ -118,8 +124,10 @@ rule surface_sdf:
 rule qc_surfaces:
     input:
         brain=scan_file(rules.skullstrip.output.brain),
+        csf=scan_file(rules.segment.output.csf),
         gm=scan_file(rules.segment.output.gm),
         wm=scan_file(rules.segment.output.wm),
+        partition=scan_file(rules.segment.output.partition),
         white=scan_file(rules.surfaces.output.white),
         pial=scan_file(rules.surfaces.output.pial),
         midthickness=scan_file(rules.surfaces.output.midthickness),
@@ -135,6 +143,7 @@ rule qc_surfaces:
         tsv="results/qc/{scan}_surfaces.tsv",
     params:
         hemis=HEMIS,
+        qc=config["surfaces"]["qc"],
     log:
         "logs/qc_surfaces/{scan}.log",
     benchmark:

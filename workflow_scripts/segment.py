@@ -1,4 +1,5 @@
-"""Rule segment: CSF/GM/WM partial-volume fractions of the 1 mm MNI brain (CAT12 AMAP)."""
+"""Rule segment: CSF/GM/WM partial-volume fractions of the 1 mm MNI brain (CAT12 AMAP) and its
+cortex-only partition (cerebellum and brainstem apart, deep grey matter filled, hemispheres split)."""
 
 from cortexgen.runtime import job_log, limit_threads
 
@@ -8,6 +9,7 @@ import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
 from cortexgen.io import save_nifti, voxel_sizes  # noqa: E402
+from cortexgen.surfaces.partition import PARTITION_LABELS, PartitionSettings, cortex_partition  # noqa: E402
 from cortexgen.surfaces.segment import segment_tissue  # noqa: E402
 
 with job_log(snakemake.log[0]) as log:
@@ -23,5 +25,10 @@ with job_log(snakemake.log[0]) as log:
     )
     ml = float(np.prod(voxel_sizes(brain))) / 1000.0
     log.info("CSF %.0f mL, GM %.0f mL, WM %.0f mL", tissue.csf.sum() * ml, tissue.gm.sum() * ml, tissue.wm.sum() * ml)
+    partition = cortex_partition(tissue.label, brain.affine, PartitionSettings.from_config(snakemake.params.partition))
+    for value, name in PARTITION_LABELS.items():
+        if value:
+            log.info("partition %d (%s): %.0f mL", value, name, np.count_nonzero(partition == value) * ml)
     for name in ("csf", "gm", "wm"):
         save_nifti(nib.Nifti1Image(getattr(tissue, name), brain.affine), getattr(snakemake.output, name))
+    save_nifti(nib.Nifti1Image(partition, brain.affine), snakemake.output.partition)

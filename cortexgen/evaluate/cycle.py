@@ -34,6 +34,7 @@ from cortexgen.surfaces.extract import HemisphereSurfaces, extract_surfaces
 from cortexgen.surfaces.fit import FitSettings, sample_at
 from cortexgen.surfaces.mesh import Mesh
 from cortexgen.surfaces.sdf import ConditionVolumes, condition_volumes, grid_points
+from cortexgen.surfaces.partition import PartitionSettings, cortex_partition
 from cortexgen.surfaces.segment import TissueMaps, segment_tissue
 from cortexgen.surfaces.template import HemisphereMeshes, SurfaceTemplate
 from cortexgen.surfaces.warp import WarpSettings
@@ -209,8 +210,9 @@ class CycleSettings:
     differently tuned surface stage.
 
     Attributes:
-        segment, warp, fit, max_thickness_mm, repair: as the ``segment`` and ``surfaces``
-            rules use them (see :func:`cortexgen.surfaces.extract.fit_hemisphere`).
+        segment, partition, warp, fit, max_thickness_mm, repair: as the ``segment`` and
+            ``surfaces`` rules use them (see :func:`cortexgen.surfaces.extract.extract_surfaces`);
+            partition None fits the whole tissue (phantoms without a hindbrain).
         mask_threshold: the brain is where the lightly smoothed synthetic image exceeds
             this (images in [0, 1] with background ~0; normalised CSF sits at ~0.1-0.3).
         mask_smoothing_mm: Gaussian sigma (mm) of that smoothing, which keeps noise specks
@@ -218,6 +220,7 @@ class CycleSettings:
     """
 
     segment: SegmentSettings = field(default_factory=SegmentSettings)
+    partition: PartitionSettings | None = field(default_factory=PartitionSettings)
     warp: WarpSettings = field(default_factory=WarpSettings)
     fit: FitSettings = field(default_factory=FitSettings)
     max_thickness_mm: float = 5.0
@@ -230,6 +233,7 @@ class CycleSettings:
         """From the config's ``surfaces`` section; ``overrides`` replace single fields."""
         values = {
             "segment": SegmentSettings.from_config(surfaces.get("segment", {})),
+            "partition": PartitionSettings.from_config(surfaces.get("partition", {})),
             "warp": WarpSettings.from_config(surfaces.get("warp", {})),
             "fit": FitSettings.from_config(surfaces.get("fit", {})),
             "max_thickness_mm": float(surfaces.get("max_thickness_mm", cls.max_thickness_mm)),
@@ -457,8 +461,11 @@ def cycle_consistency(
             raise ValueError(f"condition {name} has shape {np.shape(getattr(condition, name))}; the image {image_shape}")
 
     tissue, tissue_affine = synthetic_tissue(image, grid_affine, grid_shape, settings)
+    partition = None if settings.partition is None else cortex_partition(tissue.label, tissue_affine,
+                                                                         settings.partition)
     surfaces = extract_surfaces(
-        tissue, tissue_affine, template, settings.warp, settings.fit, settings.max_thickness_mm, settings.repair
+        tissue, tissue_affine, template, settings.warp, settings.fit, settings.max_thickness_mm, settings.repair,
+        partition=partition,
     )
 
     metrics: dict[str, float] = {}

@@ -31,7 +31,7 @@ from cortexgen.shape.model import ShapeModel, project, reconstruct, sample_coeff
 from cortexgen.surfaces.extract import HemisphereSurfaces, repair_self_intersections
 from cortexgen.surfaces.fit import FitSettings, flow_to_targets
 from cortexgen.surfaces.mesh import Mesh
-from cortexgen.surfaces.qc import SurfaceQC, surface_measures
+from cortexgen.surfaces.qc import TISSUE_FIELDS, SurfaceQC, surface_measures
 from cortexgen.surfaces.template import MEDIAL_WALL_THICKNESS_MM
 
 SHAPE_KINDS = ("sample", "interpolation", "atrophy")
@@ -139,7 +139,7 @@ def synthesize_hemisphere(
 ShapeQC = make_dataclass(
     "ShapeQC",
     [("shape", str)] + [(field.name, field.type) for field in fields(SurfaceQC)
-                        if field.name not in ("subject", "white_to_wm_mm", "pial_to_gmwm_mm")],
+                        if field.name not in ("subject", "flags", *TISSUE_FIELDS)],
     frozen=True,
 )
 

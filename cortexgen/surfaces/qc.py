@@ -123,6 +123,11 @@ class SurfaceQC:
             the 0.5 isosurface of the WM fraction map.
         pial_to_gmwm_mm: mean distance (mm) from the cortex vertices of the pial surface to
             the 0.5 isosurface of the GM+WM fraction map.
+        white_to_wm_median_mm, white_to_wm_p95_mm: median and 95th percentile of the former.
+        pial_to_gmwm_median_mm, pial_to_gmwm_p95_mm: the same of the latter.
+        hindbrain_vertices: cortex vertices of the white or pial surface inside the cerebellum
+            or brainstem (nearer a voxel of theirs than any other voxel).
+        flags: why the hemisphere needs a look (``; `` between reasons), or ``ok``.
     """
 
     subject: str
@@ -138,6 +143,74 @@ class SurfaceQC:
     area_mm2: float
     white_to_wm_mm: float
     pial_to_gmwm_mm: float
+    white_to_wm_median_mm: float
+    white_to_wm_p95_mm: float
+    pial_to_gmwm_median_mm: float
+    pial_to_gmwm_p95_mm: float
+    hindbrain_vertices: int
+    flags: str
+
+
+#: The fields of :class:`SurfaceQC` measured against tissue maps (new cortices drawn from the
+#: shape model have none).
+TISSUE_FIELDS = ("white_to_wm_mm", "pial_to_gmwm_mm", "white_to_wm_median_mm", "white_to_wm_p95_mm",
+                 "pial_to_gmwm_median_mm", "pial_to_gmwm_p95_mm", "hindbrain_vertices")
+
+
+@dataclass(frozen=True)
+class QCLimits:
+    """When a hemisphere is flagged (config ``surfaces.qc``).
+
+    Attributes:
+        max_hindbrain_vertices: cortex vertices allowed in the cerebellum or brainstem.
+        max_boundary_p95_mm: the largest 95th-percentile distance (mm) of the white or pial
+            surface to its tissue boundary.
+        thickness_mean_range_mm: (low, high) plausible mean thickness over the cortex (mm).
+    """
+
+    max_hindbrain_vertices: int = 0
+    max_boundary_p95_mm: float = 2.0
+    thickness_mean_range_mm: tuple[float, float] = (2.0, 3.6)
+
+    @classmethod
+    def from_config(cls, section: dict) -> QCLimits:
+        values = dict(section)
+        values["thickness_mean_range_mm"] = tuple(values.get("thickness_mean_range_mm", cls.thickness_mean_range_mm))
+        return cls(**values)
+
+
+def qc_flags(measures: dict, limits: QCLimits) -> str:
+    """The reasons a QC row (its measures by field name) needs a look, ``; ``-joined, or ``ok``.
+
+    Topology (Euler characteristic 2) and self-intersections always count; the tissue-based
+    measures count where the row has them.
+    """
+    reasons = []
+    for surface in ("white", "pial"):
+        euler = measures[f"euler_characteristic_{surface}"]
+        if euler != 2:
+            reasons.append(f"{surface} Euler characteristic {euler} (not a sphere's 2)")
+        crossings = measures[f"self_intersections_{surface}"]
+        if crossings:
+            reasons.append(f"{surface} has {crossings} self-intersections")
+    hindbrain = measures.get("hindbrain_vertices", 0)
+    if hindbrain > limits.max_hindbrain_vertices:
+        reasons.append(f"{hindbrain} cortex vertices in the cerebellum/brainstem")
+    for surface, key in (("white", "white_to_wm_p95_mm"), ("pial", "pial_to_gmwm_p95_mm")):
+        if key in measures and measures[key] > limits.max_boundary_p95_mm:
+            reasons.append(f"{surface} surface far from its tissue boundary (95th percentile {measures[key]:.1f} mm)")
+    low, high = limits.thickness_mean_range_mm
+    if not low <= measures["thickness_mean_mm"] <= high:
+        reasons.append(f"mean thickness {measures['thickness_mean_mm']:.2f} mm outside {low}-{high} mm")
+    return "; ".join(reasons) or "ok"
+
+
+def vertices_inside(mesh: Mesh, region: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """(V,) bool: vertices nearer a voxel of ``region`` (X, Y, Z) bool than to any other voxel
+    (its trilinearly interpolated indicator above 0.5)."""
+    from cortexgen.surfaces.fit import sample_at
+
+    return sample_at(np.asarray(region, dtype=np.float32), affine, mesh.vertices) > 0.5
 
 
 def surface_measures(
@@ -202,16 +275,22 @@ def surface_qc(
     wm_fraction: np.ndarray,
     gmwm_fraction: np.ndarray,
     affine: np.ndarray,
+    hindbrain: np.ndarray,
+    limits: QCLimits = QCLimits(),
 ) -> SurfaceQC:
-    """Measure one hemisphere's surfaces (see :class:`SurfaceQC` for the metrics).
+    """Measure one hemisphere's surfaces (see :class:`SurfaceQC` for the metrics) and flag them.
 
     Args:
         subject: the scan prefix, e.g. ``"sub-01"``.
         hemi: ``"L"`` or ``"R"``.
         white, pial, midthickness, thickness, cortex: see :func:`surface_measures`.
-        wm_fraction: (X, Y, Z) white-matter fraction map in [0, 1].
+        wm_fraction: (X, Y, Z) white-matter fraction map in [0, 1] that the white surface
+            should follow (the hemisphere's cortex-only tissue,
+            :func:`cortexgen.surfaces.partition.cortex_tissue`).
         gmwm_fraction: (X, Y, Z) grey + white matter fraction map in [0, 1], same grid.
-        affine: (4, 4) voxel-to-world matrix of both maps.
+        affine: (4, 4) voxel-to-world matrix of the maps.
+        hindbrain: (X, Y, Z) bool, the cerebellum and brainstem, same grid.
+        limits: when to flag.
 
     Raises:
         ValueError: on an unknown hemisphere, surfaces or per-vertex arrays of different
@@ -221,13 +300,19 @@ def surface_qc(
         raise ValueError(f"hemi must be 'L' or 'R', got {hemi!r}")
     measures = surface_measures(white, pial, midthickness, thickness, cortex)
     cortex = np.asarray(cortex, dtype=bool).ravel()
-    return SurfaceQC(
-        subject=subject,
-        hemi=hemi,
-        **measures,
-        white_to_wm_mm=float(isosurface_distance(white, wm_fraction, affine, 0.5)[cortex].mean()),
-        pial_to_gmwm_mm=float(isosurface_distance(pial, gmwm_fraction, affine, 0.5)[cortex].mean()),
+    white_distance = isosurface_distance(white, wm_fraction, affine, 0.5)[cortex]
+    pial_distance = isosurface_distance(pial, gmwm_fraction, affine, 0.5)[cortex]
+    measures.update(
+        white_to_wm_mm=float(white_distance.mean()),
+        pial_to_gmwm_mm=float(pial_distance.mean()),
+        white_to_wm_median_mm=float(np.median(white_distance)),
+        white_to_wm_p95_mm=float(np.percentile(white_distance, 95)),
+        pial_to_gmwm_median_mm=float(np.median(pial_distance)),
+        pial_to_gmwm_p95_mm=float(np.percentile(pial_distance, 95)),
+        hindbrain_vertices=int(np.count_nonzero(
+            (vertices_inside(white, hindbrain, affine) | vertices_inside(pial, hindbrain, affine)) & cortex)),
     )
+    return SurfaceQC(subject=subject, hemi=hemi, **measures, flags=qc_flags(measures, limits))
 
 
 def write_qc_tsv(rows: list, path: str | Path) -> None:
@@ -302,6 +387,7 @@ def surface_qc_figure(
     surfaces: dict[str, dict[str, Mesh]],
     thickness: dict[str, np.ndarray],
     title: str,
+    flags: dict[str, str] | None = None,
 ) -> plt.Figure:
     """T1 slices with the surface contours, and the thickness maps on the midthickness.
 
@@ -321,6 +407,8 @@ def surface_qc_figure(
         surfaces: hemisphere (``"L"``/``"R"``) → ``{"white", "pial", "midthickness"}`` → Mesh.
         thickness: hemisphere → (V,) thickness in mm.
         title: the figure title, e.g. ``"sub-01 surfaces"``.
+        flags: hemisphere → its QC flags (:func:`qc_flags`); any but ``ok`` are printed in red
+            under the title, so a flagged subject stands out in the report.
 
     Returns:
         A matplotlib figure; the caller saves and closes it.
@@ -385,5 +473,8 @@ def surface_qc_figure(
         draw_surface(ax, surfaces[h]["midthickness"], thickness[h], h, view, cmap, vmin, vmax, max_faces=None)
         ax.set_title(f"{h} {view}", fontsize=9)
     colour_bar(fig, cmap, vmin, vmax, "thickness (mm)", position=(0.35, 0.07, 0.3, 0.015))
-    fig.suptitle(title)
+    flagged = {h: text for h, text in (flags or {}).items() if text != "ok"}
+    if flagged:
+        title += "\nFLAGGED: " + " | ".join(f"{h}: {text}" for h, text in flagged.items())
+    fig.suptitle(title, color="red" if flagged else "black", fontsize=10 if flagged else None)
     return fig

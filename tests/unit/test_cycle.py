@@ -308,7 +308,9 @@ def test_cycle_consistency_recovers_the_conditioning_surfaces_of_a_phantom():
     image = SUBJECT_SHELL.image((36, 36, 36), image_affine, csf_mm=4.0, noise=0.02)
     asked = SUBJECT_SHELL.meshes()
     # A coarser, shorter SyN than the workflow's keeps the test fast; this shell needs no more.
-    settings = CycleSettings(warp=WarpSettings(resolution_mm=3.0, iterations=(20, 10, 0)), fit=FitSettings())
+    # The phantom has no cerebellum or brainstem to partition away.
+    settings = CycleSettings(partition=None, warp=WarpSettings(resolution_mm=3.0, iterations=(20, 10, 0)),
+                             fit=FitSettings())
     result = cycle_consistency(image, {"L": asked}, template, grid, shape, settings)
 
     m = result.metrics

@@ -16,6 +16,8 @@ from cortexgen.surfaces.qc import (
     SurfaceQC,
     isosurface_distance,
     plane_intersection_segments,
+    QCLimits,
+    qc_flags,
     surface_qc,
     surface_qc_figure,
     write_qc_tsv,
@@ -118,6 +120,7 @@ def shell():
         "wm_fraction": ball_fraction(20.0, affine),
         "gmwm_fraction": ball_fraction(22.5, affine),
         "affine": affine,
+        "hindbrain": np.zeros(ball_fraction(20.0, affine).shape, dtype=bool),
     }
 
 
@@ -133,6 +136,7 @@ def _qc(shell, thickness, cortex, subject="sub-01", hemi="L") -> SurfaceQC:
         shell["wm_fraction"],
         shell["gmwm_fraction"],
         shell["affine"],
+        shell["hindbrain"],
     )
 
 
@@ -148,6 +152,58 @@ def test_surface_qc_of_a_spherical_shell(shell):
     assert row.area_mm2 == pytest.approx(4 * np.pi * 21.25**2, rel=0.01)
     assert 0 <= row.white_to_wm_mm < 0.05
     assert 0 <= row.pial_to_gmwm_mm < 0.05
+    assert row.white_to_wm_median_mm <= row.white_to_wm_p95_mm < 0.1
+    assert row.pial_to_gmwm_median_mm <= row.pial_to_gmwm_p95_mm < 0.1
+    assert row.hindbrain_vertices == 0
+    assert row.flags == "ok"
+
+
+def test_surface_qc_flags_a_surface_pushed_into_the_cerebellum(shell):
+    """A "cerebellum" below the shell: the unpushed surfaces pass; pushing the bottom of the
+    white and pial surfaces 6 mm down into it is flagged, with the count of vertices inside."""
+    affine = shell["affine"]
+    n = len(shell["white"].vertices)
+    ijk = np.indices(shell["hindbrain"].shape).reshape(3, -1).T
+    world = (ijk @ affine[:3, :3].T + affine[:3, 3]).reshape(*shell["hindbrain"].shape, 3)
+    # A slab just under the pial sphere's bottom (the sphere reaches CENTRE z - 22.5).
+    cerebellum = world[..., 2] < CENTRE[2] - 23.0
+    clean = _qc({**shell, "hindbrain": cerebellum}, np.full(n, 2.5), np.ones(n, bool))
+    assert clean.hindbrain_vertices == 0 and clean.flags == "ok"
+
+    def pushed(mesh):
+        vertices = mesh.vertices.copy()
+        bottom = vertices[:, 2] - CENTRE[2] < -15.0
+        vertices[bottom, 2] -= 6.0
+        return Mesh(vertices, mesh.faces), bottom
+
+    white, _ = pushed(shell["white"])
+    pial, _ = pushed(shell["pial"])
+    row = _qc({**shell, "white": white, "pial": pial, "hindbrain": cerebellum}, np.full(n, 2.5), np.ones(n, bool))
+
+    def below(depth_mm):
+        """Vertices whose white or pial vertex lies this far below the slab's top voxel centres."""
+        return np.count_nonzero((np.minimum(white.vertices[:, 2], pial.vertices[:, 2]) < CENTRE[2] - 23.0 - depth_mm))
+
+    # A vertex a voxel inside the slab counts; one a voxel outside it does not.
+    assert below(1.0) <= row.hindbrain_vertices <= below(-1.0)
+    assert row.hindbrain_vertices > 1000
+    assert "cortex vertices in the cerebellum/brainstem" in row.flags
+    assert "pial surface far from its tissue boundary" in row.flags
+
+
+def test_qc_flags_name_every_reason():
+    measures = {"euler_characteristic_white": 2, "euler_characteristic_pial": 0, "self_intersections_white": 0,
+                "self_intersections_pial": 4, "hindbrain_vertices": 3, "white_to_wm_p95_mm": 0.8,
+                "pial_to_gmwm_p95_mm": 2.5, "thickness_mean_mm": 1.2}
+    flags = qc_flags(measures, QCLimits(max_hindbrain_vertices=0, max_boundary_p95_mm=2.0,
+                                        thickness_mean_range_mm=(2.0, 3.6))).split("; ")
+    assert flags == ["pial Euler characteristic 0 (not a sphere's 2)", "pial has 4 self-intersections",
+                     "3 cortex vertices in the cerebellum/brainstem",
+                     "pial surface far from its tissue boundary (95th percentile 2.5 mm)",
+                     "mean thickness 1.20 mm outside 2.0-3.6 mm"]
+    fine = {**measures, "euler_characteristic_pial": 2, "self_intersections_pial": 0, "hindbrain_vertices": 0,
+            "pial_to_gmwm_p95_mm": 0.9, "thickness_mean_mm": 2.6}
+    assert qc_flags(fine, QCLimits()) == "ok"
 
 
 def test_surface_qc_leaves_out_the_medial_wall(shell):
@@ -189,8 +245,10 @@ def test_surface_qc_refuses_mismatched_inputs(shell):
 
 def test_qc_tsv_round_trip(tmp_path):
     rows = [
-        SurfaceQC("sub-01", "L", 40962, 2, 2, 0, 3, 3 / 81920, 2.51234567, 2.5, 91234.56789, 0.123456, 0.3),
-        SurfaceQC("sub-01_ses-2", "R", 40962, 2, 0, 1, 12, 12 / 81920, 2.4, 2.45, 90000.0, 0.2, 0.31),
+        SurfaceQC("sub-01", "L", 40962, 2, 2, 0, 3, 3 / 81920, 2.51234567, 2.5, 91234.56789, 0.123456, 0.3,
+                  0.1, 0.5, 0.2, 0.9, 0, "pial has 3 self-intersections"),
+        SurfaceQC("sub-01_ses-2", "R", 40962, 2, 0, 1, 12, 12 / 81920, 2.4, 2.45, 90000.0, 0.2, 0.31,
+                  0.1, 0.6, 0.25, 1.1, 2, "ok"),
     ]
     path = tmp_path / "qc" / "surfaces_qc.tsv"
     write_qc_tsv(rows, path)
@@ -209,6 +267,7 @@ def test_qc_tsv_round_trip(tmp_path):
     second = dict(zip(names, table[2]))
     assert second["subject"] == "sub-01_ses-2" and second["euler_characteristic_pial"] == "0"
     assert float(second["pial_to_gmwm_mm"]) == pytest.approx(0.31)
+    assert first["flags"] == "pial has 3 self-intersections" and second["hindbrain_vertices"] == "2"
 
 
 # ----------------------------------------------------------------------------- figure

@@ -57,6 +57,31 @@ def test_surfaces_sdf_and_qc_are_written(surface_run):
     assert 300 < ribbon_ml < 900
 
 
+def test_cortex_partition_and_native_thickness(surface_run):
+    """The partition holds a cerebellum and brainstem of a human's size apart from two cerebral
+    hemispheres on their own sides; the native thickness undoes the affine's enlargement."""
+    from cortexgen.surfaces.partition import HINDBRAIN, LEFT, LEFT_FILL, RIGHT, RIGHT_FILL
+
+    work, result = surface_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    anat = work / "results" / "surfaces" / SUB / "anat"
+    image = nib.load(anat / f"{SUB}_space-MNIColin27_desc-cortex_dseg.nii.gz")
+    partition = np.asarray(image.dataobj)
+    assert set(np.unique(partition)) == {0, LEFT, RIGHT, LEFT_FILL, RIGHT_FILL, HINDBRAIN}
+    ml = {value: np.count_nonzero(partition == value) * np.prod(image.header.get_zooms()[:3]) / 1000
+          for value in (LEFT, RIGHT, HINDBRAIN)}
+    # MNI space enlarges this head ~1.1x linearly: a cerebellum and brainstem of 150-350 mL
+    # (with the CSF around them), cerebral hemispheres of 450-900 mL each.
+    assert 150 < ml[HINDBRAIN] < 350 and all(450 < ml[v] < 900 for v in (LEFT, RIGHT))
+    x = nib.affines.apply_affine(image.affine, np.argwhere(partition == LEFT))[:, 0]
+    assert np.mean(x < 0) > 0.99
+    for hemi in ("L", "R"):
+        mni = load_shape(anat / f"{SUB}_hemi-{hemi}_thickness.shape.gii")
+        native = load_shape(anat / f"{SUB}_hemi-{hemi}_desc-native_thickness.shape.gii")
+        cortex = mni > 0
+        assert 2.0 < native[cortex].mean() < mni[cortex].mean()
+
+
 def test_surface_qc_table(surface_run):
     work, result = surface_run
     assert result.returncode == 0, result.stderr[-3000:]
@@ -69,4 +94,8 @@ def test_surface_qc_table(surface_run):
         assert int(row["self_intersections_white"]) == int(row["self_intersections_pial"]) == 0
         assert float(row["white_to_wm_mm"]) < 1.5
         assert float(row["pial_to_gmwm_mm"]) < 2.5
+        assert float(row["white_to_wm_median_mm"]) < 0.5 and float(row["pial_to_gmwm_median_mm"]) < 0.6
+        # No cortex in the cerebellum or brainstem (the stage before the partition had ~3000).
+        assert int(row["hindbrain_vertices"]) == 0
+        assert row["flags"] == "ok", row["flags"]
     assert (work / "results" / "qc" / f"{SUB}_surfaces.png").stat().st_size > 20_000
