@@ -1,16 +1,29 @@
 """Surface stage speed, memory and quality; prints JSON.
 
-    python benchmarks/surfaces.py --results /path/to/workdir/results [--subjects 3]
+    python benchmarks/surfaces.py --results /path/to/workdir/results [--subjects 3] [--unpartitioned]
+                                  [--reference-subjects 4] [--save-surfaces DIR]
 
-Reads the preprocessed 1 mm brains (and the 84x128x84 model grid) that the workflow wrote
-under ``--results``, and runs the surface stage's library functions on each, with
-config/config.yaml's settings, in one process: AMAP segmentation, the template carried
-onto the subject (affine + SyN), the white fit, thickness and pial growth of each
-hemisphere (self-intersection repair included), the signed distance volumes, and the QC
-measures. For every step: seconds and peak RSS (MB). The template is built once (a
-cohort-level job in the workflow) and reported apart. Quality per subject and hemisphere:
-Euler characteristics, self-intersections, thickness, area and surface-to-isosurface
-distances (the QC row of the workflow).
+Reads the preprocessed 1 mm brains (and the 84x128x84 model grid and the affine) that the
+workflow wrote under ``--results`` and runs the surface stage's library functions on each,
+with config/config.yaml's settings, in one process: AMAP segmentation, the cortex-only
+partition (atlas SyN + watershed), the template carried onto the cerebrum and fitted
+(``surfaces``), the signed distance volumes and the QC row. For every step: seconds and peak
+RSS (MB). The template is built once (a cohort-level job in the workflow) and reported apart.
+
+Quality per subject and hemisphere: the QC row (Euler characteristics, self-intersections,
+thickness, area, median / 95th percentile distances of white and pial to their tissue
+boundaries, cortex vertices in the cerebellum/brainstem, flags) and the mean thickness in the
+scan's own space. Across subjects: the shape model's leave-one-out error (9 modes).
+
+``--unpartitioned`` also fits the surfaces without the partition (the stage before it) and
+counts its cortex vertices in the cerebellum/brainstem: the before/after. The hindbrain is
+the partition's; the depth is how far (mm) the deepest of them lies inside it.
+
+``--reference-subjects N``: for the first N subjects, an independent reconstruction to
+compare with: CAT12's projection-based thickness (cat-surf PBT, with its own sulcal barrier,
+on the same cortex-only label but not our skeleton) gives a percentage-position map whose
+0.5 isosurface is the central surface; our midthickness against it: ASSD, HD95 (MONAI's
+convention: the larger directed 95th percentile) and the fraction of vertices beyond 3 mm.
 """
 
 from __future__ import annotations
@@ -30,57 +43,136 @@ sys.path.insert(0, str(REPO))
 from benchmarks.measure import timed
 from cortexgen.runtime import limit_threads
 
-STEPS_PER_SUBJECT = ("segment", "register", "fit_L", "fit_R", "surface_sdf")
+STEPS_PER_SUBJECT = ("segment", "partition", "surfaces", "surface_sdf")
+LOO_MODES = 9
 
 
-def run_subject(brain_path: Path, mask_path: Path, grid_path: Path, template, settings: dict) -> dict:
-    """Run the surface stage on one preprocessed brain; steps' cost and the QC rows."""
+def central_surface_distances(midthickness, cortex, label, hemi_label_values, partition, affine) -> dict:
+    """Our midthickness against cat-surf PBT's central surface (PPM = 0.5) of the same hemisphere.
+
+    The reference points are the PPM isosurface inside the hemisphere; from them only those
+    whose nearest midthickness vertex is cortex count (the medial wall closes the hemisphere
+    through tissue PBT does not treat as cortex).
+    """
+    import cat_surf
+    import igl
+    import numpy as np
+    from skimage.measure import marching_cubes
+
+    from cortexgen.surfaces.mesh import voxel_to_world
+
+    inside = np.isin(partition, hemi_label_values)
+    hemi_label = np.where(inside, label, 0.0).astype(np.float32)
+    box = tuple(slice(max(int(i.min()) - 3, 0), int(i.max()) + 4) for i in np.nonzero(hemi_label > 0))
+    _, ppm, _, _ = cat_surf.vol_thickness_pbt(np.ascontiguousarray(hemi_label[box]),
+                                              np.sqrt((affine[:3, :3] ** 2).sum(axis=0)), sulcal_barrier=True)
+    iso, faces, _, _ = marching_cubes(np.asarray(ppm, dtype=np.float32), level=0.5)
+    offset = np.array([s.start for s in box], dtype=np.float64)
+    reference = voxel_to_world(iso.astype(np.float64) + offset, affine)
+    ours = midthickness.vertices[cortex]
+    ours_to_ref = np.sqrt(igl.point_mesh_squared_distance(ours, reference, faces.astype(np.int64))[0])
+    ref_to_ours_sq, nearest, _ = igl.point_mesh_squared_distance(reference, midthickness.vertices,
+                                                                 midthickness.faces.astype(np.int64))
+    nearest_vertex = midthickness.faces[nearest, 0]
+    ref_to_ours = np.sqrt(ref_to_ours_sq)[cortex[nearest_vertex]]
+    both = np.concatenate([ours_to_ref, ref_to_ours])
+    return {
+        "assd_mm": round(float(both.mean()), 3),
+        "hd95_mm": round(float(max(np.percentile(ours_to_ref, 95), np.percentile(ref_to_ours, 95))), 3),
+        "beyond_3mm_fraction": round(float(np.mean(ours_to_ref > 3.0)), 4),
+    }
+
+
+def run_subject(brain_path: Path, mask_path: Path, grid_path: Path, xfm_path: Path, template, settings: dict,
+                unpartitioned: bool, reference: bool, save_dir: Path | None) -> tuple[dict, dict]:
+    """Run the surface stage on one preprocessed brain; the steps' cost, QC rows and comparisons,
+    and the midthickness vertices and thickness per hemisphere (for the shape model)."""
+    import ants
     import nibabel as nib
     import numpy as np
+    from scipy import ndimage
 
     from cortexgen.io import voxel_sizes
-    from cortexgen.surfaces.extract import fit_hemisphere
-    from cortexgen.surfaces.fit import FitSettings
-    from cortexgen.surfaces.qc import surface_qc
+    from cortexgen.preprocess.register import itk_affine_to_ras
+    from cortexgen.surfaces.extract import extract_surfaces, native_thickness
+    from cortexgen.surfaces.fit import FitSettings, sample_at
+    from cortexgen.surfaces.mesh import save_surface
+    from cortexgen.surfaces.partition import HEMISPHERE_LABELS, HINDBRAIN, PartitionSettings, cortex_label, \
+        cortex_partition, cortex_tissue
+    from cortexgen.surfaces.qc import QCLimits, surface_qc, vertices_inside
     from cortexgen.surfaces.sdf import condition_volumes
     from cortexgen.surfaces.segment import segment_tissue
-    from cortexgen.surfaces.warp import WarpSettings, register_labels
+    from cortexgen.surfaces.warp import WarpSettings
 
     steps: dict = {}
     brain = nib.load(brain_path)
+    affine = brain.affine
     mask = np.asarray(nib.load(mask_path).dataobj) > 0
     tissue = timed(steps, "segment", segment_tissue, brain.get_fdata(dtype=np.float32), mask, voxel_sizes(brain),
                    iterations=settings["segment"]["iterations"], mrf_weight=settings["segment"]["mrf_weight"],
                    source=brain_path)
-    warp = timed(steps, "register", register_labels, template.label, nib.Nifti1Image(tissue.label, brain.affine),
-                 WarpSettings.from_config(settings["warp"]), template.mask)
-    fit_settings = FitSettings.from_config(settings["fit"])
-    results = {}
-    for hemi, meshes in template.hemispheres.items():
-        results[hemi] = timed(steps, f"fit_{hemi}", fit_hemisphere,
-                              meshes.white.with_vertices(warp.map(meshes.white.vertices)), meshes.cortex, tissue,
-                              brain.affine, fit_settings, settings["max_thickness_mm"],
-                              repair=settings["repair_self_intersections"])
+    partition = timed(steps, "partition", cortex_partition, tissue.label, affine,
+                      PartitionSettings.from_config(settings["partition"]))
+    surface_args = (tissue, affine, template, WarpSettings.from_config(settings["warp"]),
+                    FitSettings.from_config(settings["fit"]), settings["max_thickness_mm"],
+                    settings["repair_self_intersections"])
+    results = timed(steps, "surfaces", extract_surfaces, *surface_args, partition=partition)
     grid = nib.load(grid_path)
     volumes = timed(steps, "surface_sdf", condition_volumes, [r.white for r in results.values()],
                     [r.pial for r in results.values()], grid.shape[:3], grid.affine, clip_mm=settings["sdf_clip_mm"])
-    qc = {}
+    hindbrain = partition == HINDBRAIN
+    limits = QCLimits.from_config(settings["qc"])
+    prefix = brain_path.name.split("_")[0]
     qc_rows = timed(steps, "qc", lambda: [
-        surface_qc(brain_path.name.split("_")[0], hemi, r.white, r.pial, r.midthickness, r.thickness, r.cortex,
-                   tissue.wm, tissue.gm_wm, brain.affine)
+        surface_qc(prefix, hemi, r.white, r.pial, r.midthickness, r.thickness, r.cortex,
+                   *(lambda t: (t.wm, t.gm_wm))(cortex_tissue(tissue, partition, voxel_sizes(brain), hemi)),
+                   affine, hindbrain, limits)
         for hemi, r in results.items()
     ])
+    to_native = itk_affine_to_ras(ants.read_transform(str(xfm_path)))
+    qc = {}
     for row in qc_rows:
-        qc[row.hemi] = {key: (round(value, 4) if isinstance(value, float) else value)
-                        for key, value in dataclasses.asdict(row).items() if key not in ("subject", "hemi")}
-    ribbon_ml = float(volumes.ribbon.sum() * np.prod(voxel_sizes(grid)) / 1000.0)
-    return {
+        r = results[row.hemi]
+        entry = {key: (round(value, 4) if isinstance(value, float) else value)
+                 for key, value in dataclasses.asdict(row).items() if key not in ("subject", "hemi")}
+        entry["native_thickness_mean_mm"] = round(float(native_thickness(r.white, r.pial, to_native)[r.cortex].mean()), 3)
+        qc[row.hemi] = entry
+    # How deep (mm) inside the hindbrain any cortex vertex lies (0: none inside).
+    depth = ndimage.distance_transform_edt(hindbrain).astype(np.float32)
+
+    def hindbrain_counts(surfaces) -> dict:
+        counts = {}
+        for hemi, r in surfaces.items():
+            inside = (vertices_inside(r.white, hindbrain, affine) | vertices_inside(r.pial, hindbrain, affine)) & r.cortex
+            deepest = max(float(sample_at(depth, affine, m.vertices[r.cortex]).max()) for m in (r.white, r.pial))
+            counts[hemi] = {"vertices": int(inside.sum()), "max_depth_mm": round(max(deepest - 0.5, 0.0), 2)}
+        return counts
+
+    entry = {
         "steps": steps,
         "seconds": round(sum(steps[name]["seconds"] for name in STEPS_PER_SUBJECT), 2),
         "peak_rss_mb": max(step["peak_rss_mb"] for step in steps.values()),
-        "ribbon_ml": round(ribbon_ml, 1),
+        "ribbon_ml": round(float(volumes.ribbon.sum() * np.prod(voxel_sizes(grid)) / 1000.0), 1),
+        "affine_scale": round(float(np.linalg.det(to_native[:3, :3]) ** (-1.0 / 3.0)), 3),
         "qc": qc,
+        "hindbrain": hindbrain_counts(results),
     }
+    if unpartitioned:
+        entry["hindbrain_unpartitioned"] = hindbrain_counts(extract_surfaces(*surface_args))
+    if reference:
+        entry["pbt_central"] = {
+            hemi: central_surface_distances(r.midthickness, r.cortex, cortex_label(tissue.label, partition, hemi),
+                                            HEMISPHERE_LABELS[hemi], partition, affine)
+            for hemi, r in results.items()
+        }
+    if save_dir is not None:
+        save_dir.mkdir(parents=True, exist_ok=True)
+        for hemi, r in results.items():
+            for kind in ("white", "pial", "midthickness"):
+                save_surface(getattr(r, kind), save_dir / f"{prefix}_hemi-{hemi}_{kind}.surf.gii")
+        nib.save(nib.Nifti1Image(partition, affine), save_dir / f"{prefix}_desc-cortex_dseg.nii.gz")
+    shapes = {hemi: (r.midthickness.vertices, r.thickness, r.midthickness.faces) for hemi, r in results.items()}
+    return entry, shapes
 
 
 def main() -> None:
@@ -89,11 +181,17 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=REPO / "config" / "config.yaml")
     parser.add_argument("--subjects", type=int, default=0, help="first N subjects (0 = all)")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--unpartitioned", action="store_true", help="also fit without the cortex-only partition")
+    parser.add_argument("--reference-subjects", type=int, default=0,
+                        help="compare the first N subjects with cat-surf PBT's central surface")
+    parser.add_argument("--save-surfaces", type=Path, default=None, help="write the meshes and partitions here")
     args = parser.parse_args()
     limit_threads(args.threads)
 
+    import numpy as np
     import yaml
 
+    from cortexgen.shape.quality import generalisation
     from cortexgen.surfaces.template import build_template
 
     config = yaml.safe_load(args.config.read_text())
@@ -109,15 +207,19 @@ def main() -> None:
     template_cost: dict = {}
     template = timed(template_cost, "surface_template", build_template,
                      settings["template_subdivisions"], settings["template_resolution_mm"])
-    subjects = {}
-    for brain_path in brains:
+    subjects, shapes = {}, {}
+    for index, brain_path in enumerate(brains):
         prefix = brain_path.name.split(f"_space-{space}")[0]
-        entry = run_subject(
+        entry, shapes[prefix] = run_subject(
             brain_path,
             brain_path.with_name(f"{prefix}_space-{space}_desc-brain_mask.nii.gz"),
             brain_path.with_name(f"{prefix}_space-{space}_res-{shape}_desc-preproc_T1w.nii.gz"),
+            brain_path.with_name(f"{prefix}_from-T1w_to-{space}_mode-image_xfm.mat"),
             template,
             settings,
+            args.unpartitioned,
+            index < args.reference_subjects,
+            args.save_surfaces,
         )
         subjects[prefix] = entry
         print(f"{prefix}: {json.dumps(entry)}", file=sys.stderr, flush=True)
@@ -126,6 +228,22 @@ def main() -> None:
 
     def value_range(key: str) -> list[float]:
         return [min(row[key] for row in rows), max(row[key] for row in rows)]
+
+    def hindbrain_total(key: str) -> dict | None:
+        if not all(key in e for e in subjects.values()):
+            return None
+        return {"vertices_per_hemisphere_max": max(h["vertices"] for e in subjects.values() for h in e[key].values()),
+                "vertices_total": sum(h["vertices"] for e in subjects.values() for h in e[key].values()),
+                "max_depth_mm": max(h["max_depth_mm"] for e in subjects.values() for h in e[key].values())}
+
+    references = [h for e in subjects.values() for h in e.get("pbt_central", {}).values()]
+    loo = {}
+    if len(shapes) >= 3:
+        for hemi in ("L", "R"):
+            mids = np.stack([shapes[s][hemi][0] for s in shapes])
+            thick = np.stack([shapes[s][hemi][1] for s in shapes])
+            result = generalisation(mids, thick, shapes[next(iter(shapes))][hemi][2], [LOO_MODES], hemi=hemi)
+            loo[hemi] = round(result["vertex_error_mm_mean"][0], 3)
 
     report = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": args.threads},
@@ -143,12 +261,26 @@ def main() -> None:
             "euler_characteristics": sorted({row[k] for row in rows for k in
                                              ("euler_characteristic_white", "euler_characteristic_pial")}),
             "self_intersection_fraction_max": max(row["self_intersection_fraction"] for row in rows),
+            "flagged_hemispheres": {f"{s}_hemi-{h}": row["flags"] for s, e in subjects.items()
+                                    for h, row in e["qc"].items() if row["flags"] != "ok"},
+            "hindbrain": hindbrain_total("hindbrain"),
+            "hindbrain_unpartitioned": hindbrain_total("hindbrain_unpartitioned"),
             "thickness_mean_mm_range": value_range("thickness_mean_mm"),
-            "white_to_wm_mm_range": value_range("white_to_wm_mm"),
-            "pial_to_gmwm_mm_range": value_range("pial_to_gmwm_mm"),
+            "native_thickness_mean_mm_range": value_range("native_thickness_mean_mm"),
+            "native_thickness_mean_mm_median": round(statistics.median(r["native_thickness_mean_mm"] for r in rows), 3),
+            "white_to_wm_median_mm_range": value_range("white_to_wm_median_mm"),
+            "white_to_wm_p95_mm_range": value_range("white_to_wm_p95_mm"),
+            "pial_to_gmwm_median_mm_range": value_range("pial_to_gmwm_median_mm"),
+            "pial_to_gmwm_p95_mm_range": value_range("pial_to_gmwm_p95_mm"),
             "area_mm2_range": value_range("area_mm2"),
             "ribbon_ml_range": [min(e["ribbon_ml"] for e in subjects.values()),
                                 max(e["ribbon_ml"] for e in subjects.values())],
+            "pbt_central": None if not references else {
+                "n_hemispheres": len(references),
+                **{f"{key}_range": [min(r[key] for r in references), max(r[key] for r in references)]
+                   for key in ("assd_mm", "hd95_mm", "beyond_3mm_fraction")},
+            },
+            f"shape_model_loo_error_mm_{LOO_MODES}_modes": loo or None,
         },
         "subjects": subjects,
     }
