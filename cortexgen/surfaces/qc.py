@@ -47,12 +47,10 @@ CONTOUR_COLOURS = {"white": "yellow", "pial": "red"}
 # ----------------------------------------------------------------------------- distances
 
 
-def isosurface_distance(mesh: Mesh, volume: np.ndarray, affine: np.ndarray, level: float) -> np.ndarray:
-    """Unsigned distance (mm) from every mesh vertex to the ``level`` isosurface of ``volume``.
-
-    The isosurface is extracted with marching cubes (linear interpolation between voxel
-    centres) and the distance to it is the exact point-to-triangle distance, so a mesh lying
-    on the boundary measures ~0 rather than up to half a voxel.
+def isosurface_near(mesh: Mesh, volume: np.ndarray, affine: np.ndarray, level: float) -> Mesh:
+    """The ``level`` isosurface of ``volume`` around ``mesh`` (its bounding box and a margin of
+    :data:`ISOSURFACE_MARGIN_MM`), world RAS mm, by marching cubes (linear interpolation
+    between voxel centres).
 
     Args:
         mesh: the surface, world RAS mm.
@@ -60,14 +58,10 @@ def isosurface_distance(mesh: Mesh, volume: np.ndarray, affine: np.ndarray, leve
         affine: (4, 4) voxel-to-world matrix of ``volume``.
         level: the iso-value, e.g. 0.5 for the boundary of a fraction map.
 
-    Returns:
-        (V,) float64 distances in mm.
-
     Raises:
         ValueError: when the volume does not cross ``level`` near the mesh (no boundary to
             measure against: a wrong map or a surface in the wrong place).
     """
-    import igl
     from skimage.measure import marching_cubes
 
     volume = np.asarray(volume)
@@ -90,9 +84,48 @@ def isosurface_distance(mesh: Mesh, volume: np.ndarray, affine: np.ndarray, leve
         )
     iso_ijk, iso_faces, _, _ = marching_cubes(crop, level=level)
     # marching_cubes answers in the crop's voxel indices: shift back, then map to world mm.
-    iso_world = voxel_to_world(iso_ijk.astype(np.float64) + low, affine)
-    sq_dist, _, _ = igl.point_mesh_squared_distance(mesh.vertices, iso_world, iso_faces.astype(np.int64))
+    return Mesh(voxel_to_world(iso_ijk.astype(np.float64) + low, affine), iso_faces.astype(np.int64))
+
+
+def isosurface_distance(mesh: Mesh, volume: np.ndarray, affine: np.ndarray, level: float) -> np.ndarray:
+    """Unsigned distance (mm) from every mesh vertex to the ``level`` isosurface of ``volume``
+    (:func:`isosurface_near`): the exact point-to-triangle distance, so a mesh lying on the
+    boundary measures ~0 rather than up to half a voxel.
+
+    Returns:
+        (V,) float64 distances in mm.
+    """
+    import igl
+
+    iso = isosurface_near(mesh, volume, affine, level)
+    sq_dist, _, _ = igl.point_mesh_squared_distance(mesh.vertices, iso.vertices, iso.faces)
     return np.sqrt(sq_dist)
+
+
+def missed_boundary_fraction(mesh: Mesh, cortex: np.ndarray, volume: np.ndarray, affine: np.ndarray,
+                             level: float, distance_mm: float = 3.0) -> float:
+    """The fraction of the ``level`` isosurface of ``volume`` that ``mesh`` does not reach.
+
+    The other direction of :func:`isosurface_distance`: a surface can lie on its boundary
+    everywhere and still cut across the sulci and the thin gyral blades it should follow,
+    which only the boundary's distance to the surface shows. Counted over the isosurface's
+    vertices whose nearest point of ``mesh`` is on a cortex face (the medial wall closes the
+    hemisphere through tissue that is no cortex boundary).
+
+    Args:
+        mesh: the surface, world RAS mm.
+        cortex: (V,) bool, the cortex vertices of ``mesh``.
+        volume, affine, level: as :func:`isosurface_near`.
+        distance_mm: how far an isosurface point may lie from ``mesh`` and count as reached.
+    """
+    import igl
+
+    iso = isosurface_near(mesh, volume, affine, level)
+    sq_dist, nearest_face, _ = igl.point_mesh_squared_distance(iso.vertices, mesh.vertices, mesh.faces)
+    on_cortex = np.asarray(cortex, dtype=bool)[mesh.faces[nearest_face]].all(axis=1)
+    if not on_cortex.any():
+        raise ValueError("no point of the isosurface lies nearest the cortex")
+    return float(np.mean(np.sqrt(sq_dist[on_cortex]) > distance_mm))
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -125,6 +158,8 @@ class SurfaceQC:
             the 0.5 isosurface of the GM+WM fraction map.
         white_to_wm_median_mm, white_to_wm_p95_mm: median and 95th percentile of the former.
         pial_to_gmwm_median_mm, pial_to_gmwm_p95_mm: the same of the latter.
+        white_missed_wm_fraction: the fraction of the WM boundary (0.5 isosurface) farther than
+            3 mm from the white surface (:func:`missed_boundary_fraction`): sulci cut across.
         hindbrain_vertices: cortex vertices of the white or pial surface inside the cerebellum
             or brainstem (nearer a voxel of theirs than any other voxel).
         flags: why the hemisphere needs a look (``; `` between reasons), or ``ok``.
@@ -147,6 +182,7 @@ class SurfaceQC:
     white_to_wm_p95_mm: float
     pial_to_gmwm_median_mm: float
     pial_to_gmwm_p95_mm: float
+    white_missed_wm_fraction: float
     hindbrain_vertices: int
     flags: str
 
@@ -154,7 +190,7 @@ class SurfaceQC:
 #: The fields of :class:`SurfaceQC` measured against tissue maps (new cortices drawn from the
 #: shape model have none).
 TISSUE_FIELDS = ("white_to_wm_mm", "pial_to_gmwm_mm", "white_to_wm_median_mm", "white_to_wm_p95_mm",
-                 "pial_to_gmwm_median_mm", "pial_to_gmwm_p95_mm", "hindbrain_vertices")
+                 "pial_to_gmwm_median_mm", "pial_to_gmwm_p95_mm", "white_missed_wm_fraction", "hindbrain_vertices")
 
 
 @dataclass(frozen=True)
@@ -165,11 +201,14 @@ class QCLimits:
         max_hindbrain_vertices: cortex vertices allowed in the cerebellum or brainstem.
         max_boundary_p95_mm: the largest 95th-percentile distance (mm) of the white or pial
             surface to its tissue boundary.
+        max_missed_wm_fraction: the largest fraction of the WM boundary the white surface may
+            leave more than 3 mm away.
         thickness_mean_range_mm: (low, high) plausible mean thickness over the cortex (mm).
     """
 
     max_hindbrain_vertices: int = 0
     max_boundary_p95_mm: float = 2.0
+    max_missed_wm_fraction: float = 0.15
     thickness_mean_range_mm: tuple[float, float] = (2.0, 3.6)
 
     @classmethod
@@ -199,6 +238,9 @@ def qc_flags(measures: dict, limits: QCLimits) -> str:
     for surface, key in (("white", "white_to_wm_p95_mm"), ("pial", "pial_to_gmwm_p95_mm")):
         if key in measures and measures[key] > limits.max_boundary_p95_mm:
             reasons.append(f"{surface} surface far from its tissue boundary (95th percentile {measures[key]:.1f} mm)")
+    missed = measures.get("white_missed_wm_fraction", 0.0)
+    if missed > limits.max_missed_wm_fraction:
+        reasons.append(f"white surface misses {100 * missed:.0f}% of the WM boundary (cuts across sulci)")
     low, high = limits.thickness_mean_range_mm
     if not low <= measures["thickness_mean_mm"] <= high:
         reasons.append(f"mean thickness {measures['thickness_mean_mm']:.2f} mm outside {low}-{high} mm")
@@ -309,6 +351,7 @@ def surface_qc(
         white_to_wm_p95_mm=float(np.percentile(white_distance, 95)),
         pial_to_gmwm_median_mm=float(np.median(pial_distance)),
         pial_to_gmwm_p95_mm=float(np.percentile(pial_distance, 95)),
+        white_missed_wm_fraction=missed_boundary_fraction(white, cortex, wm_fraction, affine, 0.5),
         hindbrain_vertices=int(np.count_nonzero(
             (vertices_inside(white, hindbrain, affine) | vertices_inside(pial, hindbrain, affine)) & cortex)),
     )

@@ -17,6 +17,7 @@ from cortexgen.surfaces.qc import (
     isosurface_distance,
     plane_intersection_segments,
     QCLimits,
+    missed_boundary_fraction,
     qc_flags,
     surface_qc,
     surface_qc_figure,
@@ -155,7 +156,26 @@ def test_surface_qc_of_a_spherical_shell(shell):
     assert row.white_to_wm_median_mm <= row.white_to_wm_p95_mm < 0.1
     assert row.pial_to_gmwm_median_mm <= row.pial_to_gmwm_p95_mm < 0.1
     assert row.hindbrain_vertices == 0
+    assert row.white_missed_wm_fraction == 0.0
     assert row.flags == "ok"
+
+
+def test_missed_boundary_fraction_sees_a_surface_that_cuts_across(shell):
+    """A white surface lying on the WM boundary of a ball but cutting straight across a deep,
+    wide groove in it: every vertex is near the boundary, the groove's walls are not reached."""
+    affine = shell["affine"]
+    ijk = np.indices(shell["wm_fraction"].shape).reshape(3, -1).T
+    world = (ijk @ affine[:3, :3].T + affine[:3, 3]).reshape(*shell["wm_fraction"].shape, 3) - CENTRE
+    grooved = shell["wm_fraction"] * ~((np.abs(world[..., 0]) < 3.0) & (world[..., 2] > 8.0))
+    white = shell["white"]
+    assert missed_boundary_fraction(white, np.ones(len(white.vertices), bool), shell["wm_fraction"], affine, 0.5) == 0
+    missed = missed_boundary_fraction(white, np.ones(len(white.vertices), bool), grooved.astype(np.float32), affine, 0.5)
+    # The groove's walls (2 x 12 mm deep x ~30 mm long) against a ball of 5000 mm²: ~10 %.
+    assert 0.05 < missed < 0.2
+    assert "cuts across sulci" in qc_flags({"euler_characteristic_white": 2, "euler_characteristic_pial": 2,
+                                            "self_intersections_white": 0, "self_intersections_pial": 0,
+                                            "white_missed_wm_fraction": missed, "thickness_mean_mm": 2.5},
+                                           QCLimits(max_missed_wm_fraction=0.04))
 
 
 def test_surface_qc_flags_a_surface_pushed_into_the_cerebellum(shell):
@@ -246,9 +266,9 @@ def test_surface_qc_refuses_mismatched_inputs(shell):
 def test_qc_tsv_round_trip(tmp_path):
     rows = [
         SurfaceQC("sub-01", "L", 40962, 2, 2, 0, 3, 3 / 81920, 2.51234567, 2.5, 91234.56789, 0.123456, 0.3,
-                  0.1, 0.5, 0.2, 0.9, 0, "pial has 3 self-intersections"),
+                  0.1, 0.5, 0.2, 0.9, 0.05, 0, "pial has 3 self-intersections"),
         SurfaceQC("sub-01_ses-2", "R", 40962, 2, 0, 1, 12, 12 / 81920, 2.4, 2.45, 90000.0, 0.2, 0.31,
-                  0.1, 0.6, 0.25, 1.1, 2, "ok"),
+                  0.1, 0.6, 0.25, 1.1, 0.07, 2, "ok"),
     ]
     path = tmp_path / "qc" / "surfaces_qc.tsv"
     write_qc_tsv(rows, path)
