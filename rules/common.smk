@@ -107,6 +107,14 @@ def rule_resources(rule_name):
     return config["resources"][rule_name]
 
 
+def retry_mem_mb(rule_name):
+    """mem_mb of the jobs profiles/slurm retries (training, sampling, shards). It is
+    config 'resources' for the first attempt, twice that for the second, and so on, so a job
+    killed for memory gets more when it is resubmitted."""
+    base = rule_resources(rule_name)["mem_mb"]
+    return lambda wildcards, attempt: base * attempt
+
+
 def raw_t1w_path(wildcards):
     """The scan's T1w file as found in the BIDS folder (it may be missing)."""
     return str(SCANS[wildcards.scan].path)

@@ -31,7 +31,7 @@ rule subject_shard:
         "results/benchmarks/subject_shard/shard-{shard}.tsv"
     threads: rule_resources("subject_shard")["threads"]
     resources:
-        mem_mb=rule_resources("subject_shard")["mem_mb"],
+        mem_mb=retry_mem_mb("subject_shard"),
         runtime=rule_resources("subject_shard")["runtime"],
     conda:
         "../envs/cortexgen.yaml"

@@ -9,7 +9,7 @@ import nibabel as nib  # noqa: E402
 from cortexgen.io import save_nifti, voxel_sizes  # noqa: E402
 from cortexgen.preprocess.normalize import normalize_and_resize  # noqa: E402
 
-with job_log(snakemake.log[0]) as log:
+with job_log(snakemake.log[0], source=snakemake.input.brain) as log:
     image, mask = normalize_and_resize(
         nib.load(snakemake.input.brain),
         nib.load(snakemake.input.mask),
