@@ -2,20 +2,26 @@
 
 import os
 
-from cortexgen.bids import discover_scans
+import sys
+
+from cortexgen.bids import discover
 
 
-# Subjects come from the BIDS folder; a bad label stops the run here, before any job.
-SCANS = {scan.prefix: scan for scan in discover_scans(config["bids_dir"], config.get("participants"))}
+# Scans come from the BIDS folder: one per T1w image. What cannot be used is skipped and listed
+# in one summary, before any job; the run stops here only if nothing is left.
+DISCOVERY = discover(config["bids_dir"], config.get("participants"), config.get("exclude_participants"))
+print(DISCOVERY.summary(), file=sys.stderr)
+SCANS = {scan.prefix: scan for scan in DISCOVERY.scans}
 if not SCANS:
-    raise ValueError(f"{config['bids_dir']}: no sub-*/[ses-*/]anat/*_T1w.nii[.gz] found (config key 'bids_dir')")
+    raise ValueError(f"{config['bids_dir']}: no usable sub-*/[ses-*/]anat/*_T1w.nii[.gz] (config key 'bids_dir'); "
+                     "see the summary above for what was skipped and why")
 
 SPACE = config["preprocess"]["template_space"]
 RES = "x".join(str(n) for n in config["preprocess"]["shape"])
 
 
 wildcard_constraints:
-    scan=r"sub-[A-Za-z0-9]+(_ses-[A-Za-z0-9]+)?",
+    scan=r"sub-[A-Za-z0-9]+(_ses-[A-Za-z0-9]+)?(_(task|acq|ce|rec|run|echo|flip|inv|mt|part|chunk)-[A-Za-z0-9]+)*",
     subdir=r"sub-[A-Za-z0-9]+(/ses-[A-Za-z0-9]+)?",
 
 

@@ -234,24 +234,39 @@ def test_bad_config_stops_before_any_job_naming_the_key(tmp_path, mutate, key):
     assert "rule denoise" not in message
 
 
-@pytest.mark.parametrize("bad_folder", ["sub-01_x", "sub-a.b", "sub-"])
-def test_bad_subject_label_is_refused_up_front(tmp_path, bad_folder):
+def test_unusable_subjects_are_skipped_and_listed_and_entities_name_every_output(tmp_path):
+    """A bad label, a folder without anat/ and an excluded subject are left out and listed in one
+    summary before the DAG; two runs and two acquisitions give one output set each."""
     bids = tmp_path / "bids"
-    (bids / "sub-01" / "anat").mkdir(parents=True)
-    shutil.copy(DEMO_BIDS / "sub-01/anat/sub-01_T1w.nii.gz", bids / "sub-01/anat/sub-01_T1w.nii.gz")
-    (bids / bad_folder / "anat").mkdir(parents=True)
-    result = run_snakemake(tmp_path / "work", demo_config(bids_dir=str(bids)), "--dry-run")
-    assert result.returncode != 0
+    names = {"sub-01": ["sub-01_run-1_T1w.nii.gz", "sub-01_run-2_T1w.nii.gz"],
+             "sub-02": ["sub-02_acq-fast_T1w.nii.gz", "sub-02_acq-slow_T1w.nii.gz"],
+             "sub-0a_b": ["sub-0a_b_T1w.nii.gz"], "sub-04": ["sub-04_T1w.nii.gz"]}
+    for subject, files in names.items():
+        (bids / subject / "anat").mkdir(parents=True)
+        for name in files:
+            shutil.copy(DEMO_BIDS / "sub-01/anat/sub-01_T1w.nii.gz", bids / subject / "anat" / name)
+    (bids / "sub-03" / "func").mkdir(parents=True)
+    config = demo_config(bids_dir=str(bids), exclude_participants=["04"])
+    result = run_snakemake(tmp_path / "work", config, "--dry-run", "--until", "normalize")
+    assert result.returncode == 0, result.stderr
     message = result.stdout + result.stderr
-    assert bad_folder in message and "[A-Za-z0-9]+" in message
-    assert "Job stats" not in message
+    assert "2 subjects, 4 T1w images, 2 skipped" in message
+    assert f"skipped {bids / 'sub-0a_b'}: subject label '0a_b' is not [A-Za-z0-9]+" in message
+    assert f"skipped {bids / 'sub-03'}: no anat/ folder" in message
+    assert "2 subjects, 4 T1w images" in result.stderr  # printed while the Snakefile is read, before any job
+    assert job_counts(result.stdout)["normalize"] == 4
+    for prefix in ("sub-01_run-1", "sub-01_run-2", "sub-02_acq-fast", "sub-02_acq-slow"):
+        subject = prefix.split("_")[0]
+        assert (f"results/preproc/{subject}/anat/{prefix}_space-MNIColin27_res-84x128x84_desc-preproc_T1w.nii.gz"
+                in result.stdout), prefix
+    assert "sub-04" not in result.stdout
 
 
 def test_empty_bids_folder_is_refused(tmp_path):
     (tmp_path / "bids").mkdir()
     result = run_snakemake(tmp_path / "work", demo_config(bids_dir=str(tmp_path / "bids")), "--dry-run")
     assert result.returncode != 0
-    assert "no sub-*/[ses-*/]anat/*_T1w.nii[.gz] found" in result.stdout + result.stderr
+    assert "no usable sub-*/[ses-*/]anat/*_T1w.nii[.gz]" in result.stdout + result.stderr
 
 
 @requires_shared
