@@ -49,8 +49,8 @@ def test_full_dag_dry_run_schedules_every_step_per_subject(tmp_path):
     per_subject = PREPROC_RULES + SURFACE_RULES
     assert counts == {
         **{rule: n_demo for rule in per_subject}, **SHAPE_JOBS, **DIFFUSION_JOBS, **EVALUATION_JOBS,
-        "surface_template": 1, "all": 1,
-        "total": len(per_subject) * n_demo + 2 + sum(SHAPE_JOBS.values()) + sum(DIFFUSION_JOBS.values())
+        "surface_template": 1, "dataset_description": 1, "all": 1,
+        "total": len(per_subject) * n_demo + 3 + sum(SHAPE_JOBS.values()) + sum(DIFFUSION_JOBS.values())
         + sum(EVALUATION_JOBS.values()),
     }
     for model in ("bridge", "ddpm", "deform"):
@@ -91,9 +91,9 @@ def test_until_evaluate_schedules_only_what_evaluation_needs(tmp_path):
     counts = job_counts(result.stdout)
     full = run_snakemake(tmp_path, demo_config(), "--dry-run")
     skipped = {rule: count for rule, count in job_counts(full.stdout).items() if counts.get(rule) != count}
-    assert skipped == {"qc_preproc": 3, "qc_surfaces": 3, "qc_shapes": 1, "shape_model_quality": 2, "all": 1,
-                       "total": job_counts(full.stdout)["total"]}
-    assert counts["total"] == job_counts(full.stdout)["total"] - 10
+    assert skipped == {"qc_preproc": 3, "qc_surfaces": 3, "qc_shapes": 1, "shape_model_quality": 2,
+                       "dataset_description": 1, "all": 1, "total": job_counts(full.stdout)["total"]}
+    assert counts["total"] == job_counts(full.stdout)["total"] - 11
     # The cycle runs on the held-out subject's and the atrophy's samples, against their surfaces.
     (block,) = [block for block in job_blocks(result.stdout)
                 if "rule cycle_consistency:" in block and "label=sub03" in block and "source=bridge" in block]
