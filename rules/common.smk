@@ -5,6 +5,7 @@ import os
 import sys
 
 from cortexgen.bids import discover
+from cortexgen.shards import make_shards, subjects_per_shard
 
 
 # Scans come from the BIDS folder: one per T1w image. What cannot be used is skipped and listed
@@ -29,20 +30,14 @@ wildcard_constraints:
 PREPROC = "results/preproc/{subdir}/anat/{scan}"
 
 
-# Cohorts of thousands (config 'sharding'): shards of subjects, in scan order.
-SUBJECTS_PER_SHARD = config["sharding"]["subjects_per_shard"]
-
-
-def make_shards(scans, size):
-    """{shard label: [scans]}: ``scans`` in chunks of ``size`` (labels 0001, 0002, ...); none if size is 0."""
-    if not size:
-        return {}
-    count = -(-len(scans) // size)
-    width = max(4, len(str(count)))
-    return {f"{index + 1:0{width}d}": scans[index * size:(index + 1) * size] for index in range(count)}
-
-
+# Cohorts of thousands (config 'sharding'): shards of subjects, in scan order. 'auto' (the
+# default): one job per subject and step for a small cohort, shards for a large one.
+SUBJECTS_PER_SHARD = subjects_per_shard(config["sharding"].get("subjects_per_shard", "auto"), len(SCANS))
 SHARDS = make_shards(list(SCANS.values()), SUBJECTS_PER_SHARD)
+if SHARDS:
+    print(f"sharding: {len(SCANS)} scans in {len(SHARDS)} shards of up to {SUBJECTS_PER_SHARD} "
+          f"(config sharding.subjects_per_shard: {config['sharding'].get('subjects_per_shard', 'auto')})",
+          file=sys.stderr)
 SHARD_MANIFEST = "results/shards/shard-{shard}.tsv"
 SHARD_OF = {scan.prefix: shard for shard, scans in SHARDS.items() for scan in scans}
 

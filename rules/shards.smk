@@ -1,4 +1,5 @@
-# Cohorts of thousands (config sharding.subjects_per_shard > 0): one job per shard of subjects
+# Cohorts of thousands (sharded: config sharding.subjects_per_shard N > 0, or auto above 200
+# scans): one job per shard of subjects
 # runs that shard's per-subject steps, the very rules above, in a Snakemake run of its own on
 # the job's cores, and writes the shard's manifest (one row per subject: ok, or what failed).
 # The cohort-level rules wait for the manifests; the DAG of the whole run then has a few
