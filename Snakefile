@@ -24,6 +24,11 @@ configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 validate(config, "config/schema.yaml")
 
+
+# With --sdm apptainer every rule runs in this image (the repository's Dockerfile, pushed;
+# config 'container' names another). Without --sdm it is not used.
+container: config["container"]
+
 from cortexgen.paths import resolve_shipped
 
 # The demo data and templates the config names resolve from the workflow's folder when they
