@@ -5,6 +5,7 @@
 #   snakemake --until normalize --cores all    # stop after a stage (or surface_sdf, make_shape, evaluate)
 #   snakemake --dry-run                        # show what would run
 
+import os
 import sys
 
 from snakemake.utils import min_version, validate
@@ -17,10 +18,24 @@ sys.path.insert(0, workflow.basedir)
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The shipped config, from the workflow's folder whatever the working directory.
+configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
 validate(config, "config/schema.yaml")
+
+
+# With --sdm apptainer every rule runs in this image (the repository's Dockerfile, pushed;
+# config 'container' names another). Without --sdm it is not used.
+container: config["container"]
+
+from cortexgen.paths import resolve_shipped
+
+# The demo data and templates the config names resolve from the workflow's folder when they
+# are not found from the working directory (see cortexgen/paths.py).
+config["bids_dir"] = resolve_shipped(config["bids_dir"], workflow.basedir)
+for key in ("template", "template_brain_mask"):
+    config["preprocess"][key] = resolve_shipped(config["preprocess"][key], workflow.basedir)
 
 
 report: "report/workflow.rst"
@@ -38,6 +53,7 @@ include: "rules/shards.smk"
 rule all:
     default_target: True
     input:
+        rules.dataset_description.output.json,
         preprocess_targets(),
         surface_targets(),
         shape_model_targets(),

@@ -21,3 +21,8 @@ class InputImageError(ValueError):
 
 class SubjectIdError(ValueError):
     """A subject or session label that is not ``[A-Za-z0-9]+``."""
+
+
+class JobError(RuntimeError):
+    """A job failed in a library (ANTs, deepbet, ...) whose message did not name the file;
+    raised by :func:`cortexgen.runtime.job_log` with the file put in front of that message."""

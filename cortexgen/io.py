@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import glob
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -22,6 +23,17 @@ from cortexgen.errors import InputImageError
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 #: A T1w volume thinner than this along any axis is a slab or a 2D image, not a head.
 MIN_VOXELS_PER_AXIS = 16
+#: Most voxels a T1w may have: 512^3 (0.5 mm isotropic over a 256 mm box, 0.5 GB as float32).
+#: Checked from the header, before the data are read, so that a corrupt header claiming
+#: 1000^3 voxels fails at once instead of allocating gigabytes (or being killed for memory).
+MAX_VOXELS = 512**3
+#: Largest |cos| between two voxel axes of an affine still called orthogonal (about 0.06 deg).
+#: ANTs/ITK store an orthonormal direction matrix, so a sheared sform cannot be represented
+#: and fails later with ITK's message; it is refused here, naming the file and the shear.
+MAX_SHEAR_COSINE = 1e-3
+#: Temporary files of :func:`atomic_output` carry this marker, so a later write finds and
+#: removes the ones a killed job left behind.
+TMP_MARKER = ".cgtmp"
 
 
 def nifti_suffix(path: str | Path) -> str:
@@ -58,6 +70,10 @@ def load_t1w(path: str | Path, max_voxel_size_mm: float = 3.0) -> nib.Nifti1Imag
     nifti_suffix(path)
     try:
         img = nib.load(str(path))
+    except Exception as err:  # nibabel, gzip, zlib and OS errors all mean "cannot read"
+        raise InputImageError(path, f"cannot be read as NIfTI (corrupt or truncated?): {type(err).__name__}: {err}") from err
+    check_header(img, path)
+    try:
         # nibabel reads lazily: only touching the data reveals corrupt or truncated files.
         data = np.asanyarray(img.dataobj)
     except Exception as err:  # nibabel, gzip, zlib and OS errors all mean "cannot read"
@@ -84,8 +100,6 @@ def load_t1w(path: str | Path, max_voxel_size_mm: float = 3.0) -> nib.Nifti1Imag
         raise InputImageError(path, f"every voxel has the same value {float(data.max())}")
 
     affine = img.affine
-    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-6:
-        raise InputImageError(path, "has a degenerate affine (no valid orientation in its header)")
     voxel_size = voxel_sizes(img)
     if voxel_size.max() > max_voxel_size_mm:
         raise InputImageError(
@@ -99,6 +113,53 @@ def load_t1w(path: str | Path, max_voxel_size_mm: float = 3.0) -> nib.Nifti1Imag
     return nib.as_closest_canonical(clean)
 
 
+def check_header(img: nib.spatialimages.SpatialImage, path: str | Path) -> None:
+    """Refuse, from the header alone, an image that cannot be a usable T1w.
+
+    Runs before any voxel is read: the size the header claims (at most :data:`MAX_VOXELS`,
+    and for an uncompressed file no more bytes than the file holds), a degenerate affine
+    and a sheared one. Each error names ``path`` and the value that is wrong.
+    """
+    shape = tuple(int(n) for n in img.shape)
+    n_voxels = int(np.prod(shape, dtype=np.float64)) if shape else 0
+    if n_voxels > MAX_VOXELS:
+        raise InputImageError(
+            path,
+            f"header claims shape {shape} ({n_voxels:,} voxels), more than the {MAX_VOXELS:,} a T1w may have "
+            "(a corrupt header?)",
+        )
+    if str(path).endswith(".nii") and hasattr(img, "header") and hasattr(img.header, "get_data_dtype"):
+        needed = int(img.header.get("vox_offset", 0)) + n_voxels * img.header.get_data_dtype().itemsize
+        size = os.path.getsize(path)
+        if size < needed:
+            raise InputImageError(
+                path,
+                f"cannot be read as NIfTI (corrupt or truncated?): the file is {size:,} bytes but its header "
+                f"(shape {shape}) needs {needed:,}",
+            )
+    affine = img.affine
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-6:
+        raise InputImageError(path, "has a degenerate affine (no valid orientation in its header)")
+    angles = shear_angles(affine)
+    worst = max(angles, key=lambda pair: abs(90.0 - angles[pair]))
+    if abs(np.cos(np.deg2rad(angles[worst]))) > MAX_SHEAR_COSINE:
+        raise InputImageError(
+            path,
+            f"has a sheared affine: voxel axes {worst[0]} and {worst[1]} are {angles[worst]:.2f} deg apart, not 90 "
+            "(ANTs cannot represent a shear; resample the scan onto an orthogonal grid first, e.g. with "
+            "nibabel.processing.resample_from_to or mri_convert)",
+        )
+
+
+def shear_angles(affine: np.ndarray) -> dict[tuple[str, str], float]:
+    """Angles (degrees) between the voxel axes i, j, k of ``affine`` in world space: 90 without shear."""
+    columns = np.asarray(affine, dtype=np.float64)[:3, :3].T
+    unit = columns / np.linalg.norm(columns, axis=1, keepdims=True)
+    names = "ijk"
+    return {(names[a], names[b]): float(np.degrees(np.arccos(np.clip(unit[a] @ unit[b], -1.0, 1.0))))
+            for a, b in ((0, 1), (0, 2), (1, 2))}
+
+
 def voxel_sizes(img: nib.spatialimages.SpatialImage) -> np.ndarray:
     """Voxel edge lengths (mm) read from the affine, shape (3,)."""
     return np.sqrt((img.affine[:3, :3] ** 2).sum(axis=0))
@@ -108,14 +169,20 @@ def voxel_sizes(img: nib.spatialimages.SpatialImage) -> np.ndarray:
 def atomic_output(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only on success.
 
-    The temporary name keeps the final suffix (``x.tmpab12.nii.gz``) so that writers which
+    The temporary name keeps the final suffix (``.x.cgtmpab12.nii.gz``) so that writers which
     choose a format by extension (nibabel, matplotlib) behave as for the real name.
+
+    A job killed outright (SIGKILL, out of memory, a node lost) runs no clean-up, so the
+    temporary files such a job left for ``path`` are removed here, before the next write of
+    ``path``: Snakemake gives each output one writer, so none of them can still be in use.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
     stem = path.name[: len(path.name) - len(suffix)] if suffix else path.name
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{stem}.", suffix=suffix, dir=path.parent)
+    for stale in path.parent.glob(f".{glob.escape(stem)}{TMP_MARKER}*{glob.escape(suffix)}"):
+        stale.unlink(missing_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{stem}{TMP_MARKER}", suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     # mkstemp creates 0600 files; outputs should get the permissions any new file gets.

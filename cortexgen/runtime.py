@@ -10,6 +10,8 @@ import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
+from cortexgen.errors import JobError
+
 #: Environment variables read by the numerical libraries cortexgen uses (ITK/ANTs,
 #: OpenMP in libCAT, BLAS, libigl) to size their thread pools.
 THREAD_VARIABLES = (
@@ -36,11 +38,19 @@ def limit_threads(threads: int) -> None:
 
 
 @contextlib.contextmanager
-def job_log(log_path: str | Path | None) -> Iterator[logging.Logger]:
-    """Send logging (and a failure's traceback) to ``log_path`` as well as stderr.
+def job_log(log_path: str | Path | None, source: str | Path | None = None) -> Iterator[logging.Logger]:
+    """Send logging (and a failure's full traceback) to ``log_path`` as well as stderr.
+
+    Args:
+        log_path: the rule's log file (overwritten), or ``None`` for stderr only.
+        source: the file the job works on (e.g. the subject's raw T1w). A failure whose
+            message does not name it (ANTs', deepbet's, numpy's own errors) is re-raised as
+            :class:`~cortexgen.errors.JobError` ``"<source>: <Type>: <message>"``, chained
+            to the original, so every failure says which file it was about.
 
     The exception is re-raised, so the job still fails; the log keeps the message that
-    names the file and the problem, which is what a person reads after ``--keep-going``.
+    names the file and the problem, and the traceback, which is what a person reads after
+    ``--keep-going`` (Snakemake's own stderr capture is lost on a cluster).
     """
     logger = logging.getLogger("cortexgen")
     logger.setLevel(logging.INFO)
@@ -55,9 +65,14 @@ def job_log(log_path: str | Path | None) -> Iterator[logging.Logger]:
     try:
         yield logger
     except BaseException as err:
-        logger.error("FAILED: %s", err)
-        logger.debug("".join(traceback.format_exception(err)))
-        raise
+        message = str(err) or type(err).__name__
+        named = source is None or str(source) in message or not isinstance(err, Exception)
+        if not named:
+            message = f"{source}: {type(err).__name__}: {message}"
+        logger.error("FAILED: %s\n%s", message, "".join(traceback.format_exception(err)).rstrip())
+        if named:
+            raise
+        raise JobError(message) from err
     finally:
         for handler in handlers:
             logger.removeHandler(handler)

@@ -2,20 +2,27 @@
 
 import os
 
-from cortexgen.bids import discover_scans
+import sys
+
+from cortexgen.bids import discover
+from cortexgen.shards import make_shards, subjects_per_shard
 
 
-# Subjects come from the BIDS folder; a bad label stops the run here, before any job.
-SCANS = {scan.prefix: scan for scan in discover_scans(config["bids_dir"], config.get("participants"))}
+# Scans come from the BIDS folder: one per T1w image. What cannot be used is skipped and listed
+# in one summary, before any job; the run stops here only if nothing is left.
+DISCOVERY = discover(config["bids_dir"], config.get("participants"), config.get("exclude_participants"))
+print(DISCOVERY.summary(), file=sys.stderr)
+SCANS = {scan.prefix: scan for scan in DISCOVERY.scans}
 if not SCANS:
-    raise ValueError(f"{config['bids_dir']}: no sub-*/[ses-*/]anat/*_T1w.nii[.gz] found (config key 'bids_dir')")
+    raise ValueError(f"{config['bids_dir']}: no usable sub-*/[ses-*/]anat/*_T1w.nii[.gz] (config key 'bids_dir'); "
+                     "see the summary above for what was skipped and why")
 
 SPACE = config["preprocess"]["template_space"]
 RES = "x".join(str(n) for n in config["preprocess"]["shape"])
 
 
 wildcard_constraints:
-    scan=r"sub-[A-Za-z0-9]+(_ses-[A-Za-z0-9]+)?",
+    scan=r"sub-[A-Za-z0-9]+(_ses-[A-Za-z0-9]+)?(_(task|acq|ce|rec|run|echo|flip|inv|mt|part|chunk)-[A-Za-z0-9]+)*",
     subdir=r"sub-[A-Za-z0-9]+(/ses-[A-Za-z0-9]+)?",
 
 
@@ -23,20 +30,14 @@ wildcard_constraints:
 PREPROC = "results/preproc/{subdir}/anat/{scan}"
 
 
-# Cohorts of thousands (config 'sharding'): shards of subjects, in scan order.
-SUBJECTS_PER_SHARD = config["sharding"]["subjects_per_shard"]
-
-
-def make_shards(scans, size):
-    """{shard label: [scans]}: ``scans`` in chunks of ``size`` (labels 0001, 0002, ...); none if size is 0."""
-    if not size:
-        return {}
-    count = -(-len(scans) // size)
-    width = max(4, len(str(count)))
-    return {f"{index + 1:0{width}d}": scans[index * size:(index + 1) * size] for index in range(count)}
-
-
+# Cohorts of thousands (config 'sharding'): shards of subjects, in scan order. 'auto' (the
+# default): one job per subject and step for a small cohort, shards for a large one.
+SUBJECTS_PER_SHARD = subjects_per_shard(config["sharding"].get("subjects_per_shard", "auto"), len(SCANS))
 SHARDS = make_shards(list(SCANS.values()), SUBJECTS_PER_SHARD)
+if SHARDS:
+    print(f"sharding: {len(SCANS)} scans in {len(SHARDS)} shards of up to {SUBJECTS_PER_SHARD} "
+          f"(config sharding.subjects_per_shard: {config['sharding'].get('subjects_per_shard', 'auto')})",
+          file=sys.stderr)
 SHARD_MANIFEST = "results/shards/shard-{shard}.tsv"
 SHARD_OF = {scan.prefix: shard for shard, scans in SHARDS.items() for scan in scans}
 
@@ -105,6 +106,14 @@ def subject_params(files_of):
 def rule_resources(rule_name):
     """threads, mem_mb and runtime (min) of a rule, from config 'resources'."""
     return config["resources"][rule_name]
+
+
+def retry_mem_mb(rule_name):
+    """mem_mb of the jobs profiles/slurm retries (training, sampling, shards). It is
+    config 'resources' for the first attempt, twice that for the second, and so on, so a job
+    killed for memory gets more when it is resubmitted."""
+    base = rule_resources(rule_name)["mem_mb"]
+    return lambda wildcards, attempt: base * attempt
 
 
 def raw_t1w_path(wildcards):

@@ -80,7 +80,7 @@ rule train_bridge:
         "results/benchmarks/train/bridge.tsv"
     threads: rule_resources("train_bridge")["threads"]
     resources:
-        mem_mb=rule_resources("train_bridge")["mem_mb"],
+        mem_mb=retry_mem_mb("train_bridge"),
         runtime=rule_resources("train_bridge")["runtime"],
         gpu=rule_resources("train_bridge").get("gpu", 0),
     conda:
@@ -115,7 +115,7 @@ use rule train_bridge as train_ddpm with:
         "results/benchmarks/train/ddpm.tsv"
     threads: rule_resources("train_ddpm")["threads"]
     resources:
-        mem_mb=rule_resources("train_ddpm")["mem_mb"],
+        mem_mb=retry_mem_mb("train_ddpm"),
         runtime=rule_resources("train_ddpm")["runtime"],
         gpu=rule_resources("train_ddpm").get("gpu", 0),
 
@@ -146,7 +146,7 @@ use rule train_bridge as train_deform with:
         "results/benchmarks/train/deform.tsv"
     threads: rule_resources("train_deform")["threads"]
     resources:
-        mem_mb=rule_resources("train_deform")["mem_mb"],
+        mem_mb=retry_mem_mb("train_deform"),
         runtime=rule_resources("train_deform")["runtime"],
         gpu=rule_resources("train_deform").get("gpu", 0),
 
@@ -174,7 +174,7 @@ rule sample_bridge:
         "results/benchmarks/sample/bridge.tsv"
     threads: rule_resources("sample_bridge")["threads"]
     resources:
-        mem_mb=rule_resources("sample_bridge")["mem_mb"],
+        mem_mb=retry_mem_mb("sample_bridge"),
         runtime=rule_resources("sample_bridge")["runtime"],
         gpu=rule_resources("sample_bridge").get("gpu", 0),
     conda:
@@ -201,7 +201,7 @@ rule sample_ddpm:
         "results/benchmarks/sample/ddpm.tsv"
     threads: rule_resources("sample_ddpm")["threads"]
     resources:
-        mem_mb=rule_resources("sample_ddpm")["mem_mb"],
+        mem_mb=retry_mem_mb("sample_ddpm"),
         runtime=rule_resources("sample_ddpm")["runtime"],
         gpu=rule_resources("sample_ddpm").get("gpu", 0),
     conda:
@@ -229,7 +229,7 @@ rule sample_deform:
         "results/benchmarks/sample/deform.tsv"
     threads: rule_resources("sample_deform")["threads"]
     resources:
-        mem_mb=rule_resources("sample_deform")["mem_mb"],
+        mem_mb=retry_mem_mb("sample_deform"),
         runtime=rule_resources("sample_deform")["runtime"],
         gpu=rule_resources("sample_deform").get("gpu", 0),
     conda:

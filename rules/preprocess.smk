@@ -103,7 +103,13 @@ rule normalize:
     output:
         image=f"{PREPROC}_space-{SPACE}_res-{RES}_desc-preproc_T1w.nii.gz",
         mask=f"{PREPROC}_space-{SPACE}_res-{RES}_desc-brain_mask.nii.gz",
+        # BIDS asks for a sidecar saying what a res- label means.
+        image_json=f"{PREPROC}_space-{SPACE}_res-{RES}_desc-preproc_T1w.json",
+        mask_json=f"{PREPROC}_space-{SPACE}_res-{RES}_desc-brain_mask.json",
     params:
+        raw=raw_t1w_path,
+        bids_dir=config["bids_dir"],
+        space=SPACE,
         shape=config["preprocess"]["shape"],
         percentiles=config["preprocess"]["normalize"]["percentiles"],
     log:
@@ -153,3 +159,23 @@ rule qc_preproc:
         "../envs/cortexgen.yaml"
     script:
         "../workflow_scripts/qc_preproc.py"
+
+
+rule dataset_description:
+    output:
+        json="results/dataset_description.json",
+    params:
+        bids_dir=config["bids_dir"],
+    log:
+        "logs/dataset_description.log",
+    benchmark:
+        "results/benchmarks/dataset_description.tsv"
+    localrule: True
+    threads: rule_resources("dataset_description")["threads"]
+    resources:
+        mem_mb=rule_resources("dataset_description")["mem_mb"],
+        runtime=rule_resources("dataset_description")["runtime"],
+    conda:
+        "../envs/cortexgen.yaml"
+    script:
+        "../workflow_scripts/dataset_description.py"

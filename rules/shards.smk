@@ -1,4 +1,5 @@
-# Cohorts of thousands (config sharding.subjects_per_shard > 0): one job per shard of subjects
+# Cohorts of thousands (sharded: config sharding.subjects_per_shard N > 0, or auto above 200
+# scans): one job per shard of subjects
 # runs that shard's per-subject steps, the very rules above, in a Snakemake run of its own on
 # the job's cores, and writes the shard's manifest (one row per subject: ok, or what failed).
 # The cohort-level rules wait for the manifests; the DAG of the whole run then has a few
@@ -31,7 +32,7 @@ rule subject_shard:
         "results/benchmarks/subject_shard/shard-{shard}.tsv"
     threads: rule_resources("subject_shard")["threads"]
     resources:
-        mem_mb=rule_resources("subject_shard")["mem_mb"],
+        mem_mb=retry_mem_mb("subject_shard"),
         runtime=rule_resources("subject_shard")["runtime"],
     conda:
         "../envs/cortexgen.yaml"

@@ -10,7 +10,7 @@ import numpy as np  # noqa: E402
 from cortexgen.diffusion.fields import FieldSettings, register_to_template  # noqa: E402
 from cortexgen.io import save_nifti  # noqa: E402
 
-with job_log(snakemake.log[0]) as log:
+with job_log(snakemake.log[0], source=snakemake.input.image) as log:
     field = register_to_template(nib.load(snakemake.input.image), nib.load(snakemake.input.template),
                                  FieldSettings.from_config(snakemake.params.settings))
     magnitude = np.linalg.norm(np.asarray(field.dataobj), axis=-1)

@@ -10,7 +10,7 @@ import numpy as np  # noqa: E402
 from cortexgen.io import save_nifti  # noqa: E402
 from cortexgen.preprocess.register import AffineSettings, register_head, save_transform  # noqa: E402
 
-with job_log(snakemake.log[0]) as log:
+with job_log(snakemake.log[0], source=snakemake.input.corrected) as log:
     result, skull_stripped = register_head(
         nib.load(snakemake.input.corrected),
         nib.load(snakemake.input.template),

@@ -10,7 +10,7 @@ import numpy as np  # noqa: E402
 from cortexgen.io import save_nifti  # noqa: E402
 from cortexgen.preprocess.bias import foreground_volume_ml, head_mask, n4_correct  # noqa: E402
 
-with job_log(snakemake.log[0]) as log:
+with job_log(snakemake.log[0], source=snakemake.input.denoised) as log:
     denoised = nib.load(snakemake.input.denoised)
     mask = head_mask(denoised)
     log.info("head mask %.0f mL", foreground_volume_ml(denoised, mask))

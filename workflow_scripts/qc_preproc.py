@@ -10,7 +10,7 @@ import nibabel as nib  # noqa: E402
 from cortexgen.io import atomic_output, load_t1w  # noqa: E402
 from cortexgen.qc import QCRow, preproc_montage  # noqa: E402
 
-with job_log(snakemake.log[0]):
+with job_log(snakemake.log[0], source=snakemake.params.raw):
     inputs = snakemake.input
     rows = [
         QCRow("raw", load_t1w(snakemake.params.raw, max_voxel_size_mm=snakemake.params.max_voxel_size_mm)),

@@ -12,7 +12,7 @@ from cortexgen.io import save_nifti, voxel_sizes  # noqa: E402
 from cortexgen.surfaces.partition import PARTITION_LABELS, PartitionSettings, cortex_partition  # noqa: E402
 from cortexgen.surfaces.segment import segment_tissue  # noqa: E402
 
-with job_log(snakemake.log[0]) as log:
+with job_log(snakemake.log[0], source=snakemake.input.brain) as log:
     brain = nib.load(snakemake.input.brain)
     mask = np.asarray(nib.load(snakemake.input.mask).dataobj) > 0
     tissue = segment_tissue(

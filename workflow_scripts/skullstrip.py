@@ -9,7 +9,7 @@ import nibabel as nib  # noqa: E402
 from cortexgen.io import save_nifti  # noqa: E402
 from cortexgen.preprocess.skullstrip import skull_strip  # noqa: E402
 
-with job_log(snakemake.log[0]) as log:
+with job_log(snakemake.log[0], source=snakemake.input.head) as log:
     settings = snakemake.params.skullstrip
     head = nib.load(snakemake.input.head)
     brain, mask = skull_strip(

@@ -110,3 +110,46 @@ def test_job_inputs_merge_declared_inputs_and_sharded_subject_files():
     # A rule without the param (no per-subject files) gets its inputs as they are.
     plain = SimpleNamespace(input=FakeNamedList(model="m.pt"), params=FakeNamedList())
     assert dict(job_inputs(plain)) == {"model": "m.pt"}
+
+
+def test_auto_sharding_keeps_small_cohorts_unsharded_and_shards_large_ones():
+    from cortexgen.shards import AUTO_MAX_UNSHARDED, AUTO_SUBJECTS_PER_SHARD, subjects_per_shard
+
+    assert subjects_per_shard("auto", 3) == 0
+    assert subjects_per_shard("auto", AUTO_MAX_UNSHARDED) == 0
+    assert subjects_per_shard("auto", AUTO_MAX_UNSHARDED + 1) == AUTO_SUBJECTS_PER_SHARD
+    assert subjects_per_shard("auto", 33000) == AUTO_SUBJECTS_PER_SHARD
+    # An integer is taken as given, whatever the cohort's size.
+    assert subjects_per_shard(0, 33000) == 0
+    assert subjects_per_shard(7, 3) == 7
+    for bad in ("many", -1, 2.5, True):
+        with pytest.raises(ValueError, match="subjects_per_shard"):
+            subjects_per_shard(bad, 10)
+
+
+def test_make_shards_chunks_in_order_with_zero_padded_labels():
+    from cortexgen.shards import make_shards
+
+    assert make_shards(["a", "b", "c"], 0) == {}
+    assert make_shards(["a", "b", "c", "d", "e"], 2) == {"0001": ["a", "b"], "0002": ["c", "d"], "0003": ["e"]}
+    shards = make_shards(list(range(33000)), 100)
+    assert len(shards) == 330 and list(shards)[0] == "0001" and shards["0330"] == list(range(32900, 33000))
+    assert list(make_shards(list(range(10001)), 1)).pop() == "10001"
+
+
+def test_shipped_config_and_schema_default_to_auto_and_the_schema_takes_integers_or_auto():
+    from pathlib import Path
+
+    import jsonschema
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    schema = yaml.safe_load((root / "config" / "schema.yaml").read_text())
+    setting = schema["properties"]["sharding"]["properties"]["subjects_per_shard"]
+    assert setting["default"] == "auto"
+    assert yaml.safe_load((root / "config" / "config.yaml").read_text())["sharding"]["subjects_per_shard"] == "auto"
+    for good in ("auto", 0, 100):
+        jsonschema.validate(good, setting)
+    for bad in ("many", -1, 2.5):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, setting)

@@ -49,8 +49,8 @@ def test_full_dag_dry_run_schedules_every_step_per_subject(tmp_path):
     per_subject = PREPROC_RULES + SURFACE_RULES
     assert counts == {
         **{rule: n_demo for rule in per_subject}, **SHAPE_JOBS, **DIFFUSION_JOBS, **EVALUATION_JOBS,
-        "surface_template": 1, "all": 1,
-        "total": len(per_subject) * n_demo + 2 + sum(SHAPE_JOBS.values()) + sum(DIFFUSION_JOBS.values())
+        "surface_template": 1, "dataset_description": 1, "all": 1,
+        "total": len(per_subject) * n_demo + 3 + sum(SHAPE_JOBS.values()) + sum(DIFFUSION_JOBS.values())
         + sum(EVALUATION_JOBS.values()),
     }
     for model in ("bridge", "ddpm", "deform"):
@@ -91,9 +91,9 @@ def test_until_evaluate_schedules_only_what_evaluation_needs(tmp_path):
     counts = job_counts(result.stdout)
     full = run_snakemake(tmp_path, demo_config(), "--dry-run")
     skipped = {rule: count for rule, count in job_counts(full.stdout).items() if counts.get(rule) != count}
-    assert skipped == {"qc_preproc": 3, "qc_surfaces": 3, "qc_shapes": 1, "shape_model_quality": 2, "all": 1,
-                       "total": job_counts(full.stdout)["total"]}
-    assert counts["total"] == job_counts(full.stdout)["total"] - 10
+    assert skipped == {"qc_preproc": 3, "qc_surfaces": 3, "qc_shapes": 1, "shape_model_quality": 2,
+                       "dataset_description": 1, "all": 1, "total": job_counts(full.stdout)["total"]}
+    assert counts["total"] == job_counts(full.stdout)["total"] - 11
     # The cycle runs on the held-out subject's and the atrophy's samples, against their surfaces.
     (block,) = [block for block in job_blocks(result.stdout)
                 if "rule cycle_consistency:" in block and "label=sub03" in block and "source=bridge" in block]
@@ -234,24 +234,57 @@ def test_bad_config_stops_before_any_job_naming_the_key(tmp_path, mutate, key):
     assert "rule denoise" not in message
 
 
-@pytest.mark.parametrize("bad_folder", ["sub-01_x", "sub-a.b", "sub-"])
-def test_bad_subject_label_is_refused_up_front(tmp_path, bad_folder):
+def test_unusable_subjects_are_skipped_and_listed_and_entities_name_every_output(tmp_path):
+    """A bad label, a folder without anat/ and an excluded subject are left out and listed in one
+    summary before the DAG; two runs and two acquisitions give one output set each."""
     bids = tmp_path / "bids"
-    (bids / "sub-01" / "anat").mkdir(parents=True)
-    shutil.copy(DEMO_BIDS / "sub-01/anat/sub-01_T1w.nii.gz", bids / "sub-01/anat/sub-01_T1w.nii.gz")
-    (bids / bad_folder / "anat").mkdir(parents=True)
-    result = run_snakemake(tmp_path / "work", demo_config(bids_dir=str(bids)), "--dry-run")
-    assert result.returncode != 0
+    names = {"sub-01": ["sub-01_run-1_T1w.nii.gz", "sub-01_run-2_T1w.nii.gz"],
+             "sub-02": ["sub-02_acq-fast_T1w.nii.gz", "sub-02_acq-slow_T1w.nii.gz"],
+             "sub-0a_b": ["sub-0a_b_T1w.nii.gz"], "sub-04": ["sub-04_T1w.nii.gz"]}
+    for subject, files in names.items():
+        (bids / subject / "anat").mkdir(parents=True)
+        for name in files:
+            shutil.copy(DEMO_BIDS / "sub-01/anat/sub-01_T1w.nii.gz", bids / subject / "anat" / name)
+    (bids / "sub-03" / "func").mkdir(parents=True)
+    config = demo_config(bids_dir=str(bids), exclude_participants=["04"])
+    result = run_snakemake(tmp_path / "work", config, "--dry-run", "--until", "normalize")
+    assert result.returncode == 0, result.stderr
     message = result.stdout + result.stderr
-    assert bad_folder in message and "[A-Za-z0-9]+" in message
-    assert "Job stats" not in message
+    assert "2 subjects, 4 T1w images, 2 skipped" in message
+    assert f"skipped {bids / 'sub-0a_b'}: subject label '0a_b' is not [A-Za-z0-9]+" in message
+    assert f"skipped {bids / 'sub-03'}: no anat/ folder" in message
+    assert "2 subjects, 4 T1w images" in result.stderr  # printed while the Snakefile is read, before any job
+    assert job_counts(result.stdout)["normalize"] == 4
+    for prefix in ("sub-01_run-1", "sub-01_run-2", "sub-02_acq-fast", "sub-02_acq-slow"):
+        subject = prefix.split("_")[0]
+        assert (f"results/preproc/{subject}/anat/{prefix}_space-MNIColin27_res-84x128x84_desc-preproc_T1w.nii.gz"
+                in result.stdout), prefix
+    assert "sub-04" not in result.stdout
+
+
+# Outputs whose names are not yet BIDS (no suffix): rules/surfaces.smk, being reworked on another
+# branch; renaming them means changing that file and every rule and test that reads them.
+NOT_YET_BIDS = re.compile(r"_desc-(pial|white)sdf\.nii\.gz$|_desc-ribbon\.nii\.gz$")
+
+
+def test_derivative_names_are_bids_and_the_dataset_is_described(tmp_path):
+    from cortexgen.derivatives import is_bids_name
+
+    result = run_snakemake(tmp_path, demo_config(), "--dry-run", "--until", "surface_sdf", "dataset_description")
+    assert result.returncode == 0, result.stderr
+    assert "results/dataset_description.json" in result.stdout
+    paths = set(re.findall(r"results/(?:preproc|surfaces)/[^\s,;]+", result.stdout))
+    assert len(paths) > 30
+    bad = sorted(path for path in paths if not is_bids_name(path.rsplit("/", 1)[1]) and not NOT_YET_BIDS.search(path))
+    assert bad == []
+    assert any(path.endswith("_res-84x128x84_desc-preproc_T1w.json") for path in paths)
 
 
 def test_empty_bids_folder_is_refused(tmp_path):
     (tmp_path / "bids").mkdir()
     result = run_snakemake(tmp_path / "work", demo_config(bids_dir=str(tmp_path / "bids")), "--dry-run")
     assert result.returncode != 0
-    assert "no sub-*/[ses-*/]anat/*_T1w.nii[.gz] found" in result.stdout + result.stderr
+    assert "no usable sub-*/[ses-*/]anat/*_T1w.nii[.gz]" in result.stdout + result.stderr
 
 
 @requires_shared

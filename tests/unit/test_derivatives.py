@@ -1,0 +1,33 @@
+"""cortexgen.derivatives: dataset_description.json, sidecars, BIDS names."""
+
+from __future__ import annotations
+
+import json
+
+import cortexgen
+from cortexgen.derivatives import dataset_description, is_bids_name, resolution_sidecar, write_json
+
+
+def test_dataset_description_is_a_derivative_generated_by_this_version(tmp_path):
+    description = dataset_description(tmp_path / "raw")
+    assert description["DatasetType"] == "derivative"
+    assert description["BIDSVersion"]
+    assert description["GeneratedBy"][0]["Name"] == "cortexgen"
+    assert description["GeneratedBy"][0]["Version"] == cortexgen.__version__
+    assert description["SourceDatasets"] == [{"URL": (tmp_path / "raw").resolve().as_uri()}]
+    write_json(description, tmp_path / "out" / "dataset_description.json")
+    assert json.loads((tmp_path / "out" / "dataset_description.json").read_text()) == description
+
+
+def test_resolution_sidecar_says_what_res_means():
+    sidecar = resolution_sidecar((84, 128, 84), [2.0, 1.5, 2.0], "MNIColin27", "sub-01/anat/sub-01_T1w.nii.gz")
+    assert sidecar["Resolution"].startswith("84x128x84 voxels of 2x1.5x2 mm")
+    assert sidecar["Sources"] == ["bids:raw:sub-01/anat/sub-01_T1w.nii.gz"]
+
+
+def test_bids_names():
+    assert is_bids_name("sub-01_ses-A_run-2_space-MNIColin27_res-84x128x84_desc-preproc_T1w.nii.gz")
+    assert is_bids_name("sub-01_hemi-L_white.surf.gii")
+    assert is_bids_name("sub-01_from-T1w_to-MNIColin27_mode-image_xfm.mat")
+    assert not is_bids_name("sub-01_res-84x128x84_desc-pialsdf.nii.gz")  # no suffix
+    assert not is_bids_name("sub-01_desc-a_b_T1w.nii.gz")
