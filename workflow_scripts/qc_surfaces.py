@@ -14,7 +14,7 @@ from cortexgen.surfaces.partition import HINDBRAIN, cortex_tissue  # noqa: E402
 from cortexgen.surfaces.qc import QCLimits, surface_qc, surface_qc_figure, write_qc_tsv  # noqa: E402
 from cortexgen.surfaces.segment import tissue_from_fractions  # noqa: E402
 
-with job_log(snakemake.log[0]) as log:
+with job_log(snakemake.log[0], source=snakemake.input.brain) as log:
     scan = snakemake.wildcards.scan
     brain = nib.load(snakemake.input.brain)
     tissue = tissue_from_fractions(

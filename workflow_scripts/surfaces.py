@@ -16,7 +16,7 @@ from cortexgen.surfaces.segment import tissue_from_fractions  # noqa: E402
 from cortexgen.surfaces.template import load_template  # noqa: E402
 from cortexgen.surfaces.warp import WarpSettings  # noqa: E402
 
-with job_log(snakemake.log[0]) as log:
+with job_log(snakemake.log[0], source=snakemake.input.gm) as log:
     hemis = snakemake.params.hemis
     template = load_template(
         hemis, snakemake.input.template_white, snakemake.input.template_pial, snakemake.input.template_cortex,
