@@ -178,17 +178,23 @@ def keep_out(mesh: Mesh, forbidden: np.ndarray, affine: np.ndarray, anchors: np.
 
 
 def _repaired_and_kept_out(mesh: Mesh, repair: bool, forbidden: np.ndarray | None, affine: np.ndarray,
-                           cortex: np.ndarray, reference: Mesh | None = None) -> Mesh:
-    """Self-intersections repaired and cortex vertices kept out of ``forbidden``; the repair
-    may move a vertex back in, so keeping out comes before and after it. ``reference``: the
-    repair's fallback mesh and keep_out's anchors (the white mesh for the pial one)."""
+                           cortex: np.ndarray, reference: Mesh | None = None, rounds: int = 3) -> Mesh:
+    """Cortex vertices kept out of ``forbidden`` and self-intersections repaired.
+
+    Each can undo the other (the repair may move a vertex back in, and pulling one out may
+    make a crossing), so they alternate until neither has anything left to do, at most
+    ``rounds`` repairs; a crossing left then is the QC's to flag. ``reference``: the repair's
+    fallback mesh and keep_out's anchors (the white mesh for the pial one).
+    """
     anchors = None if reference is None else reference.vertices
-    if forbidden is not None:
-        mesh = keep_out(mesh, forbidden, affine, anchors=anchors, cortex=cortex)
-    if repair:
-        mesh = repair_self_intersections(mesh, reference=reference)
+    for _ in range(rounds):
         if forbidden is not None:
             mesh = keep_out(mesh, forbidden, affine, anchors=anchors, cortex=cortex)
+        if not repair or count_self_intersections(mesh) == 0:
+            return mesh
+        mesh = repair_self_intersections(mesh, reference=reference)
+    if forbidden is not None:
+        mesh = keep_out(mesh, forbidden, affine, anchors=anchors, cortex=cortex)
     return mesh
 
 
