@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import nibabel as nib
 import numpy as np
 
-from cortexgen.surfaces.fit import FitSettings, fit_to_level, sample_at
+from cortexgen.surfaces.fit import FitSettings, fit_to_level, flow_to_targets, sample_at
 from cortexgen.surfaces.mesh import (
     Mesh,
     count_self_intersections,
@@ -24,6 +24,10 @@ from cortexgen.surfaces.partition import HINDBRAIN, cortex_tissue
 from cortexgen.surfaces.segment import TissueMaps
 from cortexgen.surfaces.template import SurfaceTemplate
 from cortexgen.surfaces.warp import WarpSettings, register_labels
+
+
+#: The longest straight step (mm) of a pial vertex after the flow (see :func:`fit_hemisphere`).
+PIAL_FINAL_STEP_MM = 1.5
 
 
 @dataclass(frozen=True)
@@ -216,13 +220,15 @@ def fit_hemisphere(white: Mesh, cortex: np.ndarray, tissue: TissueMaps, affine: 
             (the cerebellum and brainstem): sub-voxel overshoots there are pulled back
             (:func:`keep_out`) before the self-intersection repair.
 
-    The pial mesh is the white one with each vertex moved along its (smoothed) normal by the
-    thickness from :func:`profile_thickness`, which ends on the CSF or on the midline of a sulcus
-    whose banks touch. An invertible flow towards those points (as the white fit uses) would
-    keep the two banks of a narrow sulcus apart by about its width and stop them ~1 mm short of
-    the midline; placed directly, the banks meet there and the few crossings this leaves (7 and
-    16 on a ds000022 head's hemispheres) are repaired. Pial and white share the vertex order,
-    and the reported thickness is the distance the vertex actually moved.
+    The pial mesh grows out of the white one towards each white vertex moved along its
+    (smoothed) normal by the thickness from :func:`profile_thickness`, which ends on the CSF or
+    on the midline of a sulcus whose banks touch: first by the invertible flow the white fit
+    uses, which cannot make two sheets cross but keeps the banks of a narrow sulcus apart by
+    about its width (~1 mm short of the midline on each), then straight for the rest of the way,
+    at most :data:`PIAL_FINAL_STEP_MM`, so the banks meet on the midline. The few crossings
+    that last step makes are repaired; bounding it keeps a crumpled white surface (a poor
+    synthetic image in the cycle consistency) from making thousands. Pial and white share the
+    vertex order, and the reported thickness is the distance the vertex actually moved.
     """
     cortex = np.asarray(cortex, dtype=bool)
     white_fit = fit_to_level(white, tissue.wm, affine, 0.5, settings, frozen=~cortex)
@@ -238,7 +244,13 @@ def fit_hemisphere(white: Mesh, cortex: np.ndarray, tissue: TissueMaps, affine: 
     thickness = np.clip(smooth_values(thickness, mean_op, thickness_smoothing), 0.0, max_thickness_mm)
     thickness[~cortex] = 0.0
     targets = white_fit.vertices + thickness[:, None] * normals
-    pial = white_fit.with_vertices(targets)
+    flowed = flow_to_targets(white_fit, targets, settings).vertices
+    # The last stretch straight to the target, at most PIAL_FINAL_STEP_MM.
+    rest = targets - flowed
+    length = np.linalg.norm(rest, axis=1, keepdims=True)
+    pial_vertices = flowed + rest * np.minimum(1.0, PIAL_FINAL_STEP_MM / np.maximum(length, 1e-12))
+    pial_vertices[~cortex] = white_fit.vertices[~cortex]
+    pial = white_fit.with_vertices(pial_vertices)
     pial = _repaired_and_kept_out(pial, repair, forbidden, affine, cortex, reference=white_fit)
     return HemisphereSurfaces.from_white_pial(white_fit, pial, cortex)
 
