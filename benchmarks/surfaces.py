@@ -124,12 +124,12 @@ def run_subject(brain_path: Path, mask_path: Path, grid_path: Path, xfm_path: Pa
     hindbrain = partition == HINDBRAIN
     limits = QCLimits.from_config(settings["qc"])
     prefix = brain_path.name.split("_")[0]
-    qc_rows = timed(steps, "qc", lambda: [
-        surface_qc(prefix, hemi, r.white, r.pial, r.midthickness, r.thickness, r.cortex,
-                   *(lambda t: (t.wm, t.gm_wm))(cortex_tissue(tissue, partition, voxel_sizes(brain), hemi)),
-                   affine, hindbrain, limits)
-        for hemi, r in results.items()
-    ])
+    def qc_row(hemi, r):
+        hemi_tissue = cortex_tissue(tissue, partition, voxel_sizes(brain), hemi)
+        return surface_qc(prefix, hemi, r.white, r.pial, r.midthickness, r.thickness, r.cortex, hemi_tissue.wm,
+                          hemi_tissue.gm_wm, affine, hindbrain, limits)
+
+    qc_rows = timed(steps, "qc", lambda: [qc_row(hemi, r) for hemi, r in results.items()])
     to_native = itk_affine_to_ras(ants.read_transform(str(xfm_path)))
     qc = {}
     for row in qc_rows:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import nibabel as nib
 import numpy as np
+from scipy import ndimage
 
 from cortexgen.surfaces.fit import FitSettings, fit_to_level, flow_to_targets, sample_at
 from cortexgen.surfaces.mesh import (
@@ -19,6 +20,8 @@ from cortexgen.surfaces.mesh import (
     neighbour_mean_operator,
     smooth_values,
     vertex_normals,
+    voxel_to_world,
+    world_to_voxel,
 )
 from cortexgen.surfaces.partition import HINDBRAIN, cortex_tissue
 from cortexgen.surfaces.segment import TissueMaps
@@ -162,10 +165,6 @@ def keep_out(mesh: Mesh, forbidden: np.ndarray, affine: np.ndarray, anchors: np.
     if not inside.any():
         return mesh
     if anchors is None:
-        from scipy import ndimage
-
-        from cortexgen.surfaces.mesh import voxel_to_world, world_to_voxel
-
         _, nearest = ndimage.distance_transform_edt(forbidden, return_indices=True)
         ijk = np.clip(np.rint(world_to_voxel(vertices[inside], affine)).astype(int), 0, np.array(forbidden.shape) - 1)
         start = voxel_to_world(nearest[:, ijk[:, 0], ijk[:, 1], ijk[:, 2]].T.astype(np.float64), affine)
@@ -194,9 +193,11 @@ def _repaired_and_kept_out(mesh: Mesh, repair: bool, forbidden: np.ndarray | Non
     for _ in range(rounds):
         if forbidden is not None:
             mesh = keep_out(mesh, forbidden, affine, anchors=anchors, cortex=cortex)
-        if not repair or count_self_intersections(mesh) == 0:
+        # The repair counts the crossings itself and returns the mesh unchanged when there are none.
+        repaired = repair_self_intersections(mesh, reference=reference) if repair else mesh
+        if repaired is mesh:
             return mesh
-        mesh = repair_self_intersections(mesh, reference=reference)
+        mesh = repaired
     if forbidden is not None:
         mesh = keep_out(mesh, forbidden, affine, anchors=anchors, cortex=cortex)
     return mesh
