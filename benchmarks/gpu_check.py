@@ -17,7 +17,8 @@ run killed by its time limit still leaves everything measured before):
 3. ``real_training``: with ``--results`` (a cortexgen run's results/ folder with preprocessed
    images and surface SDFs, e.g. of the ds000022 heads), the workflow's own training job
    trains the bridge on all but ``--held-out`` subjects for about ``--train-s`` seconds
-   (steps = seconds × the step rate measured in 1), then its sampling job samples the
+   (steps = seconds × the eager step rate measured in 1; with ``compile_training`` on, the job
+   adds its compilation and steps faster), then its sampling job samples the
    held-out subjects, scored against their real images by paired SSIM/PSNR/MAE
    (cortexgen.evaluate.metrics.paired_fidelity). Without ``--results`` the JSON says so.
 4. ``variants_bridge``: the bridge at batch 2 with one change each: TF32 and cudnn.benchmark off,
@@ -32,6 +33,7 @@ measurement that would not fit in what is left is skipped with the reason.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import os
@@ -62,6 +64,7 @@ from cortexgen.diffusion.training import (  # noqa: E402
 from cortexgen.io import atomic_output  # noqa: E402
 
 MODELS = ("bridge", "ddpm", "deform")
+CUDA_KEYS = tuple(field.name for field in dataclasses.fields(CudaSettings))
 GB80_MB = 80 * 1024
 #: The CPU version: the same code paths on a grid and UNet small enough for a test.
 TINY_GRID = [8, 8, 8]
@@ -266,7 +269,7 @@ def real_training(check: Check, results: Path, section: dict, cuda: dict, device
     folder = check.out / "bridge"
     spec = {
         "model": "bridge", "settings": {**section, "training": training}, "device": device.type,
-        "cuda": {key: cuda[key] for key in ("tf32", "cudnn_benchmark", "bf16_sampling")},
+        "cuda": {key: cuda[key] for key in CUDA_KEYS},
         "sdf_clip_mm": cuda["sdf_clip_mm"], "checkpoints": str(folder / "checkpoints"), "progress": False,
         "inputs": {"images": [s["image"] for s in train], "pialsdf": [s["pialsdf"] for s in train],
                    "whitesdf": [s["whitesdf"] for s in train]},
@@ -375,7 +378,7 @@ def main(argv=None) -> dict:
     warmup = 1 if args.tiny else 2
     ddim_steps = args.ddim_steps or (10 if args.tiny else 100)
     configs, cuda_config = model_configs(args.tiny)
-    cuda = CudaSettings.from_dict({key: cuda_config[key] for key in ("tf32", "cudnn_benchmark", "bf16_sampling")})
+    cuda = CudaSettings.from_dict({key: cuda_config[key] for key in CUDA_KEYS})
     args.out.mkdir(parents=True, exist_ok=True)
     check = Check(args.out, args.budget_s)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.machine()})"
@@ -405,7 +408,7 @@ def main(argv=None) -> dict:
     # One change each from the bridge's baseline (config flags on, eager, contiguous). The cheap
     # ones come before the real training; torch.compile (minutes of compilation) after it, if time is left.
     cuda_only = None if device.type == "cuda" else "CUDA only: TF32 and cuDNN autotuning do not exist on CPU"
-    flags_off = CudaSettings(tf32=False, cudnn_benchmark=False, bf16_sampling=cuda.bf16_sampling)
+    flags_off = dataclasses.replace(cuda, tf32=False, cudnn_benchmark=False)
     compile_skip = "tiny CPU run: inductor takes minutes to compile a UNet on a CPU; measured on CUDA"
 
     def variant(name: str, flags: CudaSettings, options: dict, skip: str | None, needs_s: float) -> None:

@@ -100,7 +100,8 @@ def train_job(spec: dict) -> None:
 
     model, settings, inputs = spec["model"], spec["settings"], spec["inputs"]
     dist = init_distributed(_device(spec.get("device", "auto")))
-    apply_cuda_settings(CudaSettings.from_dict(spec.get("cuda")), dist.device)
+    cuda = CudaSettings.from_dict(spec.get("cuda"))
+    apply_cuda_settings(cuda, dist.device)
     first = inputs["fields"][0] if model == "deform" else inputs["images"][0]
     grid = model_grid(settings, nib.load(first).shape[:3])
     network_settings = NetworkSettings.from_dict(settings["network"])
@@ -130,7 +131,8 @@ def train_job(spec: dict) -> None:
     # Resume only a checkpoint made from the same settings and the same training files.
     run_fingerprint = fingerprint({"settings": settings, "inputs": inputs, "world_size": dist.world_size})
     weights, rows = train(generator, network, data, train_settings, spec["checkpoints"], run_fingerprint,
-                          val_data=val_data or None, dist=dist, progress=spec.get("progress", True))
+                          val_data=val_data or None, dist=dist, progress=spec.get("progress", True),
+                          compile_network=cuda.compile_training and dist.device.type == "cuda")
     if dist.is_main:
         weights = {name: value.cpu() for name, value in weights.items()}
         save_model(spec["outputs"]["model"], generator, network_settings, weights, grid, extra)

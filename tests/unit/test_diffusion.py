@@ -10,6 +10,7 @@ from cortexgen.diffusion import bridge, ddpm
 from cortexgen.diffusion.generators import make_generator
 from cortexgen.diffusion.networks import NetworkSettings, build_unet, check_grid
 from cortexgen.diffusion.training import (
+    EMA,
     Distributed,
     TrainingInterrupted,
     TrainSettings,
@@ -169,6 +170,52 @@ def _tiny_run(tmp_path, name="run", steps=6, stop_after=None, batch_size=2, gene
                              checkpoint_every=100, seed=seed)
     return train(generator, network, data, settings, tmp_path / name, "fingerprint", dist=dist,
                  progress=False, stop_after=stop_after)
+
+
+class _Wrapped(torch.nn.Module):
+    """Stands in for torch.compile's OptimizedModule: the module under ``_orig_mod``, calls counted."""
+
+    def __init__(self, module):
+        super().__init__()
+        self._orig_mod = module
+        self.calls = 0
+
+    def forward(self, *args, **kwargs):
+        self.calls += 1
+        return self._orig_mod(*args, **kwargs)
+
+
+def test_compiled_training_steps_through_the_compiled_module_and_saves_plain_names(tmp_path, monkeypatch):
+    wrapped = []
+    monkeypatch.setattr(torch, "compile", lambda module: wrapped.append(_Wrapped(module)) or wrapped[-1])
+    generator = make_generator("ddpm", {})
+    torch.manual_seed(0)
+    network = build_unet(TINY, 1, 1)
+    settings = TrainSettings(steps=3, batch_size=1, log_every=3, checkpoint_every=100)
+    weights, _ = train(generator, network, {"image": volumes(2)}, settings, tmp_path / "run", "f",
+                       progress=False, compile_network=True)
+    assert len(wrapped) == 1 and wrapped[0].calls == 3
+    checkpoint = torch.load(next((tmp_path / "run").glob("step-*.pt")), weights_only=True)
+    assert set(weights) == set(checkpoint["network"]) == set(network.state_dict())
+    torch.manual_seed(0)
+    plain, _ = train(generator, build_unet(TINY, 1, 1), {"image": volumes(2)}, settings, tmp_path / "plain", "f",
+                     progress=False)
+    assert all(torch.equal(weights[name], plain[name]) for name in plain)
+
+
+def test_ema_is_the_warmed_up_running_average():
+    network = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        network.weight.fill_(1.0)
+    ema = EMA(network, decay=0.5)
+    expected = network.weight.detach().clone()
+    for value in (3.0, 5.0, 7.0):
+        with torch.no_grad():
+            network.weight.fill_(value)
+        ema.update(network)
+        decay = min(0.5, (1 + ema.updates) / (10 + ema.updates))
+        expected = decay * expected + (1 - decay) * value
+    assert torch.allclose(ema.weights["weight"], expected)
 
 
 def test_stream_visits_every_volume_once_per_epoch():
