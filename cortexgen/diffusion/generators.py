@@ -51,6 +51,8 @@ class BridgeSettings:
     conditions: tuple[str, ...] = ("pialsdf", "whitesdf")
     sample_steps: int = 10
     eta: float = 1.0
+    # Clamp the predicted image to the data range [-1, 1] at every sampling step (Cor2Vox).
+    clip_denoised: bool = True
 
     @classmethod
     def from_dict(cls, values: dict) -> BridgeSettings:
@@ -108,7 +110,7 @@ class BridgeGenerator:
             self.settings.schedule, self.settings.objective,
             lambda x_t, t: network(torch.cat([x_t, condition], dim=1), t).to(condition.dtype),
             condition[:, :1], sample_steps or self.settings.sample_steps, generator=generator,
-            eta=self.settings.eta, progress=progress)
+            eta=self.settings.eta, progress=progress, clip=(-1.0, 1.0) if self.settings.clip_denoised else None)
 
 
 class DDPMGenerator:

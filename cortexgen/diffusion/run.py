@@ -40,7 +40,7 @@ log = logging.getLogger("cortexgen")
 
 #: The generators' own settings in a config section (the rest: grid, network, training, sampling...).
 GENERATOR_KEYS = {
-    "bridge": ("schedule", "objective", "conditions", "sample_steps", "eta"),
+    "bridge": ("schedule", "objective", "conditions", "sample_steps", "eta", "clip_denoised"),
     "ddpm": ("schedule", "sample_steps", "eta"),
     "deform": ("schedule", "sample_steps", "eta"),
 }
@@ -108,6 +108,9 @@ def train_job(spec: dict) -> None:
     check_grid(network_settings, grid)
     generator = make_generator(model, {key: settings[key] for key in GENERATOR_KEYS[model] if key in settings})
     train_settings = TrainSettings(**settings["training"])
+    if model == "deform" and train_settings.flip_lr:
+        raise ValueError("diffusion.deform.training.flip_lr: a mirrored displacement field is not a field of the "
+                         "(asymmetric) template; set it to false")
     # The float16 volume cache sits beside the checkpoints: outside the rule's declared outputs,
     # so it survives a failed or resubmitted job; rank 0 writes it, the other ranks wait for it.
     cache = Path(spec["checkpoints"]) / "data"

@@ -9,6 +9,7 @@ processes with the same global batch, follows the same path as one uninterrupted
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -20,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from cortexgen.io import atomic_output
@@ -36,7 +38,11 @@ class TrainSettings:
     """Config ``diffusion.<model>.training``.
 
     ``batch_size`` volumes per process and micro-batch; one optimiser step sees
-    ``batch_size × grad_accumulation × processes`` volumes.
+    ``batch_size × grad_accumulation × processes`` volumes. ``weight_decay``: AdamW's decoupled
+    decay (0: plain Adam, as the seeds train). ``flip_lr``: each training volume is mirrored
+    left-right (all of its keys together, array axis 0 = x of the RAS grid, which the template
+    space centres on the midsagittal plane) with probability 1/2, drawn from the seed and its
+    position in the stream (so DDP and resumed runs draw the same).
     """
 
     steps: int = 1000
@@ -50,6 +56,8 @@ class TrainSettings:
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
     seed: int = 0
+    weight_decay: float = 0.0
+    flip_lr: bool = False
 
 
 @dataclass(frozen=True)
@@ -150,6 +158,27 @@ def step_positions(step: int, micro: int, settings: TrainSettings, dist: Distrib
 def batch_at(data: dict[str, Sequence[torch.Tensor]], items: Sequence[int], device) -> dict[str, torch.Tensor]:
     """Stack the volumes ``items`` of each key into (B, C, X, Y, Z) on ``device``."""
     return {key: torch.stack([volumes[i] for i in items]).to(device) for key, volumes in data.items()}
+
+
+#: Separates the mirroring draws from the timestep and noise draws of the same positions.
+_MIRROR_STREAM = 0x4C52
+
+
+def mirror_draws(seed: int, positions: Sequence[int]) -> list[bool]:
+    """Whether the training samples at ``positions`` are mirrored left-right (probability 1/2 each)."""
+    return [bool(np.random.default_rng([int(seed), int(p), _MIRROR_STREAM]).random() < 0.5) for p in positions]
+
+
+def mirrored(batch: dict[str, torch.Tensor], flips: Sequence[bool]) -> dict[str, torch.Tensor]:
+    """Each key's (B, C, X, Y, Z) batch with the samples where ``flips`` is true mirrored along X."""
+    mask = torch.tensor(list(flips), dtype=torch.bool)
+    if not mask.any():
+        return batch
+    out = {}
+    for key, values in batch.items():
+        selected = mask.to(values.device).view(-1, *([1] * (values.dim() - 1)))
+        out[key] = torch.where(selected, values.flip(2), values)
+    return out
 
 
 class EMA:
@@ -298,8 +327,11 @@ def train(
     dist = dist or Distributed()
     count = len(next(iter(data.values())))
     network = network.to(dist.device)
-    optimizer = torch.optim.AdamW(network.parameters(), lr=settings.learning_rate)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=settings.learning_rate,
+                                  weight_decay=settings.weight_decay)
     ema = EMA(network, settings.ema_decay)
+    # Validation scores the EMA weights (the ones saved and sampled), in a second copy of the UNet.
+    ema_network = copy.deepcopy(network).eval() if val_data else None
     step, rows = 0, []
     state = latest_checkpoint(checkpoint_dir, run_fingerprint)
     if state is not None:
@@ -348,6 +380,8 @@ def train(
             for micro in range(settings.grad_accumulation):
                 positions = step_positions(step, micro, settings, dist)
                 batch = batch_at(data, [stream_item(settings.seed, p, count) for p in positions], dist.device)
+                if settings.flip_lr:
+                    batch = mirrored(batch, mirror_draws(settings.seed, positions))
                 with autocast:
                     loss = generator.loss(trained, batch, positions, settings.seed)
                 (loss / settings.grad_accumulation).backward()
@@ -365,8 +399,9 @@ def train(
                 seconds = time.perf_counter() - window_start
                 val = math.nan
                 if val_data and dist.is_main:
-                    with autocast:
-                        val = validation_loss(generator, network, val_data, settings, dist.device)
+                    ema_network.load_state_dict(ema.weights)
+                    with autocast, torch.no_grad():
+                        val = validation_loss(generator, ema_network, val_data, settings, dist.device)
                 volumes = window_steps * settings.batch_size * settings.grad_accumulation * dist.world_size
                 rows.append({"step": step, "train_loss": train_loss, "val_loss": val,
                              "learning_rate": settings.learning_rate, "seconds": seconds,

@@ -16,9 +16,12 @@ from cortexgen.diffusion.training import (
     TrainSettings,
     init_distributed,
     load_model,
+    mirror_draws,
+    mirrored,
     save_model,
     stream_item,
     train,
+    validation_loss,
 )
 
 TINY = NetworkSettings(channels=(4, 8, 8), attention_levels=(False, False, True), num_res_blocks=1,
@@ -80,6 +83,30 @@ def test_bridge_sampler_with_the_true_objective_recovers_the_image(kind, eta):
     out = bridge.sample(schedule, kind, oracle, y, sample_steps=10,
                         generator=torch.Generator().manual_seed(0), eta=eta)
     assert torch.allclose(out, x0, atol=1e-6)
+
+
+def test_bridge_sampler_clamps_the_predicted_image_at_every_step():
+    # A network that overshoots to x0 = 3 everywhere walks exactly as one predicting the
+    # range's edge 1 when clipped, and ends at 3 when not.
+    schedule = bridge.BridgeSchedule()
+    y = volumes(1, seed=5)[0][None].double()
+
+    def predicting(x0_value):
+        return lambda x_t, t: y - x0_value  # ysubx: y - x0
+
+    def walk(x0_value, clip):
+        return bridge.sample(schedule, "ysubx", predicting(x0_value), y, sample_steps=10,
+                             generator=torch.Generator().manual_seed(0), eta=1.0, clip=clip)
+
+    clipped = walk(3.0, (-1.0, 1.0))
+    assert torch.equal(clipped, walk(1.0, None))
+    assert torch.allclose(clipped, torch.ones_like(y))
+    assert torch.allclose(walk(3.0, None), torch.full_like(y, 3.0))
+    generator = make_generator("bridge", {})
+    assert generator.settings.clip_denoised
+    network = lambda inputs, t: inputs[:, 1:2] - 3.0  # noqa: E731  (y - x0 with x0 = 3)
+    out = generator.sample(network, torch.cat([y, y], dim=1).float(), generator=torch.Generator().manual_seed(0))
+    assert float(out.max()) <= 1.0 + 1e-6
 
 
 def test_bridge_objective_and_its_inverse_agree():
@@ -216,6 +243,52 @@ def test_ema_is_the_warmed_up_running_average():
         decay = min(0.5, (1 + ema.updates) / (10 + ema.updates))
         expected = decay * expected + (1 - decay) * value
     assert torch.allclose(ema.weights["weight"], expected)
+
+
+def test_mirroring_flips_every_key_of_the_drawn_samples_along_x_and_draws_half():
+    batch = {"image": torch.arange(2 * 4 * 2 * 2, dtype=torch.float32).reshape(2, 1, 4, 2, 2)}
+    batch["condition"] = batch["image"].repeat(1, 2, 1, 1, 1) + 100
+    out = mirrored(batch, [False, True])
+    for key in batch:
+        assert torch.equal(out[key][0], batch[key][0])
+        assert torch.equal(out[key][1], batch[key][1].flip(1))
+    draws = mirror_draws(0, range(2000))
+    assert draws == mirror_draws(0, range(2000)) and draws != mirror_draws(1, range(2000))
+    assert 0.45 < sum(draws) / len(draws) < 0.55
+
+
+def test_training_mirrors_its_batches_and_uses_plain_adam(tmp_path, monkeypatch):
+    seen = []
+    generator = make_generator("ddpm", {})
+    inner = generator.loss
+    monkeypatch.setattr(generator, "loss", lambda net, batch, *a: seen.append(batch["image"].clone()) or inner(net, batch, *a))
+    data = {"image": volumes(1, seed=6)}
+    settings = TrainSettings(steps=8, batch_size=1, log_every=8, checkpoint_every=100, flip_lr=True)
+    train(generator, build_unet(TINY, 1, 1), data, settings, tmp_path / "run", "f", progress=False)
+    flips = mirror_draws(settings.seed, range(8))
+    assert 0 < sum(flips) < 8
+    for flipped, batch in zip(flips, seen):
+        assert torch.equal(batch[0], data["image"][0].flip(1) if flipped else data["image"][0])
+    checkpoint = torch.load(next((tmp_path / "run").glob("step-*.pt")), weights_only=True)
+    assert checkpoint["optimizer"]["param_groups"][0]["weight_decay"] == 0.0
+
+
+def test_validation_scores_the_ema_weights(tmp_path):
+    generator = make_generator("ddpm", {})
+    torch.manual_seed(0)
+    network = build_unet(TINY, 1, 1)
+    val = {"image": volumes(2, seed=7)}
+    settings = TrainSettings(steps=4, batch_size=1, learning_rate=1e-2, ema_decay=0.5, log_every=4,
+                             checkpoint_every=100)
+    weights, rows = train(generator, network, {"image": volumes(2)}, settings, tmp_path / "run", "f",
+                          val_data=val, progress=False)
+    ema_network = build_unet(TINY, 1, 1)
+    ema_network.load_state_dict(weights)
+    with torch.no_grad():
+        expected = validation_loss(generator, ema_network.eval(), val, settings, "cpu")
+        raw = validation_loss(generator, network.eval(), val, settings, "cpu")
+    assert rows[-1]["val_loss"] == pytest.approx(expected, rel=1e-6)
+    assert abs(raw - expected) > 1e-6
 
 
 def test_stream_visits_every_volume_once_per_epoch():
