@@ -58,8 +58,10 @@ from cortexgen.diffusion.run import GENERATOR_KEYS, sample_bridge_job, train_job
 from cortexgen.diffusion.training import (  # noqa: E402
     EMA,
     CudaSettings,
+    TrainSettings,
     apply_cuda_settings,
     sampling_autocast,
+    training_autocast,
 )
 from cortexgen.io import atomic_output  # noqa: E402
 
@@ -164,7 +166,7 @@ def train_step(model: str, section: dict, batch: int, device: torch.device, cuda
     optimizer = torch.optim.AdamW(network.parameters(), lr=training["learning_rate"])
     ema = EMA(network, training["ema_decay"])
     data = random_batch(model, generator, batch, grid, device, channels_last)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=training["bf16"] and device.type == "cuda")
+    autocast = training_autocast(TrainSettings(**training), device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times = []

@@ -1,4 +1,4 @@
-"""One training loop for every generator: EMA, gradient accumulation, bf16 on CUDA, DDP,
+"""One training loop for every generator: EMA, gradient accumulation, bf16 autocast, DDP,
 checkpoints a restarted job resumes from, and a loss log.
 
 Determinism is by construction, not by saved RNG state: which training volumes a step
@@ -51,7 +51,8 @@ class TrainSettings:
     learning_rate: float = 1e-4
     ema_decay: float = 0.999
     grad_clip: float = 1.0
-    bf16: bool = True  # autocast to bfloat16 on CUDA (ignored on CPU)
+    bf16: bool = True  # bfloat16 autocast on CUDA
+    bf16_cpu: bool = False  # bfloat16 autocast on a CPU with native bf16 (see training_autocast)
     log_every: int = 10
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
@@ -93,6 +94,24 @@ def apply_cuda_settings(settings: CudaSettings, device: torch.device) -> None:
     torch.backends.cuda.matmul.allow_tf32 = settings.tf32
     torch.backends.cudnn.allow_tf32 = settings.tf32
     torch.backends.cudnn.benchmark = settings.cudnn_benchmark
+
+
+def training_autocast(settings: TrainSettings, device: torch.device):
+    """The autocast context of training steps: bfloat16 on CUDA if ``settings.bf16``; on a CPU
+    if ``settings.bf16_cpu`` and the CPU has native bf16 instructions (AVX512-BF16 or AMX;
+    emulated bf16 is slower than fp32), else none.
+
+    On 2 cores of such a CPU a bridge step of the demo's UNet took 2.4 s in bf16 against 5.7 s in
+    fp32 at 44×64×44 (but 79 s against 52 s at 84×128×84). It is off by default because oneDNN's
+    bf16 kernels are not bit-reproducible: the same 6 steps run twice in one process differ by
+    up to 2e-3 in a weight, so a resumed or split run no longer equals an uninterrupted one.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        enabled = settings.bf16
+    else:
+        enabled = settings.bf16_cpu and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
 def sampling_autocast(settings: CudaSettings, device: torch.device):
@@ -347,8 +366,7 @@ def train(
             network, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
     if compile_network:
         trained = torch.compile(trained)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16,
-                              enabled=settings.bf16 and dist.device.type == "cuda")
+    autocast = training_autocast(settings, dist.device)
 
     def checkpoint() -> None:
         if dist.is_main:
