@@ -41,12 +41,20 @@ for key in ("template", "template_brain_mask"):
 report: "report/workflow.rst"
 
 
+# Each stage: its input functions and targets, then its rules (a file of rules holds no
+# functions: `snakemake --lint` asks for that).
 include: "rules/common.smk"
+include: "rules/preprocess_inputs.smk"
 include: "rules/preprocess.smk"
+include: "rules/surfaces_inputs.smk"
 include: "rules/surfaces.smk"
+include: "rules/shape_model_inputs.smk"
 include: "rules/shape_model.smk"
+include: "rules/diffusion_inputs.smk"
 include: "rules/diffusion.smk"
+include: "rules/evaluate_inputs.smk"
 include: "rules/evaluate.smk"
+include: "rules/shards_inputs.smk"
 include: "rules/shards.smk"
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 
 #: Columns of a shard manifest.
@@ -52,6 +52,22 @@ def make_shards(scans: Sequence, size: int) -> dict[str, list]:
     count = -(-len(scans) // size)
     width = max(4, len(str(count)))
     return {f"{index + 1:0{width}d}": scans[index * size:(index + 1) * size] for index in range(count)}
+
+
+def shard_of(shards: Mapping[str, Sequence]) -> dict[str, str]:
+    """{scan prefix: shard label} of every scan in ``shards`` (:func:`make_shards`)."""
+    return {scan.prefix: shard for shard, scans in shards.items() for scan in scans}
+
+
+def shards_holding(shard_by_prefix: Mapping[str, str], scans: Iterable) -> list[str]:
+    """The labels of the shards that hold ``scans``, each once, in shard order."""
+    return sorted({shard_by_prefix[scan.prefix] for scan in scans})
+
+
+def shard_subjects(scans: Sequence, train_prefixes: Collection[str]) -> list[dict]:
+    """A shard job's params.subjects: [{scan, subdir, train}] of its scans, in order (``train``:
+    the scan's prefix is in ``train_prefixes``, so the job also makes its training files)."""
+    return [{"scan": scan.prefix, "subdir": scan.subdir, "train": scan.prefix in train_prefixes} for scan in scans]
 
 
 def subject_paths(patterns: Mapping[str, Sequence[str]], subject: Mapping, kind: str) -> list[str]:

@@ -1,6 +1,9 @@
 # Preprocessing, one rule per step:
 # raw T1w -> denoise -> n4 -> mni_affine -> skullstrip -> normalize (+ qc_preproc).
 
+# Derivatives: results/<stage>/<sub>/[<ses>/]anat/<prefix>_<entities>_<suffix>
+PREPROC = "results/preproc/{subdir}/anat/{scan}"
+
 
 rule denoise:
     input:

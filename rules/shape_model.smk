@@ -108,8 +108,8 @@ rule make_shape:
         "../workflow_scripts/make_shape.py"
 
 
-# The thickness figure shows the left hemisphere of at most this many shapes, atrophies first.
-FIGURE_SHAPES = sorted(SHAPE_SPECS, key=lambda name: SHAPE_SPECS[name]["kind"] != "atrophy")[:12]
+# The thickness figure shows the left hemisphere of a few shapes, atrophies first.
+FIGURE_SHAPES = planning.figure_shapes(SHAPE_SPECS)
 
 
 rule qc_shapes:

@@ -1,0 +1,191 @@
+"""What the workflow makes for a cohort, worked out from the config and the scans found.
+
+Plain functions of config sections and of the scans discovery found
+(:class:`cortexgen.bids.Scan`), called by rules/*_inputs.smk while the Snakefile is read: the
+new cortices the shape model makes, what each generator trains on, what the bridge samples
+from, which of its samples go through cycle consistency, the real images the set metrics
+compare with. File names come in as the rules' own output patterns (with ``{subdir}`` and
+``{scan}``, or ``{shape}``), so the layout of results/ stays in the rules. Shards of subjects:
+:mod:`cortexgen.shards`; the train/held-out split: :mod:`cortexgen.split`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from cortexgen.bids import Scan
+from cortexgen.split import SubjectSplit, subject_id
+
+#: The thickness figure of the new cortices (rule qc_shapes) shows at most this many of them.
+MAX_FIGURE_SHAPES = 12
+
+#: Condition role -> (per-scan pattern, per-shape pattern) of the bridge's condition volumes.
+ConditionPatterns = Mapping[str, tuple[str, str]]
+
+
+def format_scan(pattern: str, scan: Scan) -> str:
+    """``pattern`` with its ``{subdir}`` and ``{scan}`` wildcards filled in for ``scan``."""
+    return str(pattern).format(subdir=scan.subdir, scan=scan.prefix)
+
+
+def scans_paths(pattern: str, scans: Iterable[Scan]) -> list[str]:
+    """``pattern`` for each of ``scans``, in their order."""
+    return [format_scan(pattern, scan) for scan in scans]
+
+
+def scans_of(scans: Iterable[Scan], subjects: Iterable[str]) -> list[Scan]:
+    """The scans of these subjects (``"sub-<label>"``), in scan order."""
+    subjects = set(subjects)  # a set: cohorts of tens of thousands
+    return [scan for scan in scans if f"sub-{scan.subject}" in subjects]
+
+
+def seeded_subset(items: Iterable, limit: int | None, seed: int) -> list:
+    """At most ``limit`` of ``items`` (None: all of them): a subset drawn with ``seed``, kept in order."""
+    items = list(items)
+    if limit is None or len(items) <= limit:
+        return items
+    keep = np.sort(np.random.default_rng(seed).choice(len(items), limit, replace=False))
+    return [items[index] for index in keep]
+
+
+def shape_specs(settings: Mapping, split: SubjectSplit) -> dict[str, dict]:
+    """Every new cortex config ``shape_model`` asks for: {shape id: spec}, in the order
+    samples, interpolations, atrophies (specs as cortexgen/shape/synthesis.py reads them).
+
+    Ids are file-name labels: ``sample0001``, ``interp01to02w050`` (the two subject labels and
+    the weight in %), ``atrophy01``. Interpolation pairs default to the first two training
+    subjects (none if there are fewer).
+
+    Raises:
+        ValueError: an interpolation pair names a subject that is neither training nor held out.
+    """
+    specs = {}
+    for index in range(1, settings["samples"]["n"] + 1):
+        specs[f"sample{index:04d}"] = {"kind": "sample", "index": index, "seed": settings["samples"]["seed"],
+                                       "truncation": settings["samples"]["truncation"]}
+    interpolation = settings["interpolation"]
+    pairs = interpolation["pairs"] or ([list(split.train[:2])] if len(split.train) >= 2 else [])
+    weights = [(k + 1) / (interpolation["steps"] + 1) for k in range(interpolation["steps"])]
+    known = set(split.train + split.held_out)
+    for pair in pairs:
+        ends = [subject_id(name) for name in pair]
+        unknown = [name for name in ends if name not in known]
+        if unknown:
+            raise ValueError(f"shape_model.interpolation.pairs: {unknown} not in the dataset")
+        for weight in weights:
+            label = f"interp{ends[0][4:]}to{ends[1][4:]}w{round(100 * weight):03d}"
+            specs[label] = {"kind": "interpolation", "from": ends[0], "to": ends[1], "weight": weight,
+                            "method": interpolation["method"]}
+    for index, atrophy in enumerate(settings["atrophy"], start=1):
+        specs[f"atrophy{index:02d}"] = {"kind": "atrophy", **atrophy}
+    return specs
+
+
+def figure_shapes(specs: Mapping[str, Mapping], limit: int = MAX_FIGURE_SHAPES) -> list[str]:
+    """The shape ids the thickness figure shows: atrophies first (what to look at), then the
+    others, each in spec order; at most ``limit``."""
+    return sorted(specs, key=lambda name: specs[name]["kind"] != "atrophy")[:limit]
+
+
+def interpolation_scans(spec: Mapping, scans: Iterable[Scan]) -> list[Scan]:
+    """The two scans an interpolation spec runs between, ``from`` then ``to`` (none for other
+    kinds). A subject with several scans is represented by the last of them in scan order."""
+    if spec["kind"] != "interpolation":
+        return []
+    by_subject = {f"sub-{scan.subject}": scan for scan in scans}
+    return [by_subject[spec["from"]], by_subject[spec["to"]]]
+
+
+def generator_files(model: str, train: Sequence[Scan], validation: Sequence[Scan], roles: Sequence[str],
+                    patterns: Mapping[str, str]) -> dict[str, list[str]]:
+    """A generator's training volumes and, ``val_``-prefixed, its validation volumes.
+
+    Args:
+        model: ``bridge`` (images and the condition volumes of ``roles``), ``ddpm`` (images) or
+            ``deform`` (deformation fields).
+        train, validation: the scans of each set; an empty set gives no entries.
+        roles: the bridge's condition roles (config diffusion.bridge.conditions).
+        patterns: per-scan patterns: ``image``, ``field``, and one per role.
+
+    Returns:
+        {"images": [...], "pialsdf": [...], "val_images": [...], ...} (or "fields", "val_fields").
+    """
+    files = {}
+    for prefix, scans in (("", train), ("val_", validation)):
+        if not scans:
+            continue
+        if model == "deform":
+            files[f"{prefix}fields"] = scans_paths(patterns["field"], scans)
+            continue
+        files[f"{prefix}images"] = scans_paths(patterns["image"], scans)
+        if model == "bridge":
+            for role in roles:
+                files[f"{prefix}{role}"] = scans_paths(patterns[role], scans)
+    return files
+
+
+def condition_label(scan: Scan) -> str:
+    """A held-out scan's label in sample names: its prefix without ``-`` and ``_`` (``sub01ses1``)."""
+    return scan.prefix.replace("-", "").replace("_", "")
+
+
+def condition_path(item: Mapping, role: str, patterns: ConditionPatterns, scans: Mapping[str, Scan]) -> str:
+    """One condition volume of a bridge condition item (held out: its scan's, else its shape's),
+    whether or not the bridge uses that role. ``scans``: {prefix: scan}, holding the item's."""
+    scan_pattern, shape_pattern = patterns[role]
+    if item["kind"] == "held_out":
+        return format_scan(scan_pattern, scans[item["id"]])
+    return str(shape_pattern).format(shape=item["id"])
+
+
+def bridge_conditions(held_out: Sequence[Scan], specs: Mapping[str, Mapping], settings: Mapping, seed: int,
+                      image_pattern: str, patterns: ConditionPatterns) -> list[dict]:
+    """What the bridge samples from, in this order: held-out scans' own condition volumes, then
+    every new cortex of the shape model.
+
+    Args:
+        held_out: the held-out scans; at most ``settings["sampling"]["max_held_out"]`` of them
+            are used (a subset drawn with ``seed``; None: all).
+        specs: the new cortices ({shape id: spec}, :func:`shape_specs`).
+        settings: config diffusion.bridge (``conditions``: the roles, ``sampling.max_held_out``).
+        seed: the split's seed.
+        image_pattern: a scan's model-ready image (paired with its samples for fidelity).
+        patterns: the condition volumes' patterns by role.
+
+    Returns:
+        [{id, label, kind, real, <role>: path for each role}]: ``id`` the scan prefix or shape id,
+        ``label`` the name of its sample (cond-<label>_T1w.nii.gz), ``kind`` ``held_out`` or the
+        shape's kind, ``real`` the scan's image ("" for a new cortex).
+    """
+    chosen = seeded_subset(held_out, settings["sampling"]["max_held_out"], seed)
+    scans = {scan.prefix: scan for scan in chosen}
+    items = [{"id": scan.prefix, "label": condition_label(scan), "kind": "held_out",
+              "real": format_scan(image_pattern, scan)} for scan in chosen]
+    items += [{"id": shape, "label": shape, "kind": spec["kind"], "real": ""} for shape, spec in specs.items()]
+    for item in items:
+        item.update({role: condition_path(item, role, patterns, scans) for role in settings["conditions"]})
+    return items
+
+
+def cycle_items(conditions: Sequence[Mapping], settings: Mapping, seed: int) -> dict[str, Mapping]:
+    """The bridge samples whose cortex is re-extracted: {label: condition item} of the kinds in
+    ``settings["kinds"]`` (config evaluate.cycle_consistency), at most ``settings["max_items"]``
+    of them (a subset drawn with ``seed``; None: all), in condition order."""
+    kinds = set(settings["kinds"])
+    items = [item for item in conditions if item["kind"] in kinds]
+    return {item["label"]: item for item in seeded_subset(items, settings["max_items"], seed)}
+
+
+def reference_scans(scans: Sequence[Scan], held_out: Sequence[Scan], settings: Mapping, seed: int) -> list[Scan]:
+    """The real scans the synthetic sets are compared with: the held-out ones or all of them
+    (config evaluate.reference), at most evaluate.max_reference_images (a subset drawn with
+    ``seed``; None: all), in scan order. ``settings``: config evaluate."""
+    chosen = held_out if settings["reference"] == "held_out" else scans
+    return seeded_subset(chosen, settings["max_reference_images"], seed)
+
+
+def sample_names(model: str, suffix: str, count: int) -> list[str]:
+    """results/samples/<model>/sample-0001_<suffix> ... sample-<count>_<suffix>."""
+    return [f"results/samples/{model}/sample-{index:04d}_{suffix}" for index in range(1, count + 1)]

@@ -1,0 +1,96 @@
+# Input functions and targets of the evaluation stage (rules/evaluate.smk); which samples go
+# through cycle consistency and which real images are the reference: cortexgen.planning.
+
+
+def reference_scans():
+    """The real scans the synthetic sets are compared with (see cortexgen.planning.reference_scans)."""
+    return planning.reference_scans(list(SCANS.values()), HELD_OUT_SCANS, config["evaluate"], config["split"]["seed"])
+
+
+def cycle_items():
+    """The bridge samples whose cortex is re-extracted: {label: condition item} (see
+    cortexgen.planning.cycle_items)."""
+    return planning.cycle_items(BRIDGE_CONDITIONS, config["evaluate"]["cycle_consistency"], config["split"]["seed"])
+
+
+def conditioning_surfaces(item):
+    """The surfaces a bridge condition was made from: {white_L, pial_L, thickness_L, ...: path}."""
+    if item["kind"] == "held_out":
+        scan = SCANS[item["id"]]
+        outputs = {name: [format_scan(path, scan) for path in getattr(rules.surfaces.output, name)]
+                   for name in ("white", "pial", "thickness")}
+    else:
+        outputs = {name: [str(path).format(shape=item["id"]) for path in getattr(rules.make_shape.output, name)]
+                   for name in ("white", "pial", "thickness")}
+    return {f"{name}_{hemi}": paths[i] for name, paths in outputs.items() for i, hemi in enumerate(HEMIS)}
+
+
+def cycle_subject_files(wildcards):
+    """Per-subject inputs of cycle_consistency: a held-out subject's conditioning surfaces and
+    SDFs (and, source 'real', its own image); none for a new cortex of the shape model."""
+    item = CYCLE_ITEMS[wildcards.label]
+    if item["kind"] != "held_out":
+        if wildcards.source == "real":
+            raise ValueError(f"cycle_consistency: {item['label']} has no real image (a {item['kind']} cortex)")
+        return {}
+    files = conditioning_surfaces(item)
+    files["pial_sdf"] = condition_path(item, "pialsdf")
+    files["white_sdf"] = condition_path(item, "whitesdf")
+    if wildcards.source == "real":
+        files["image"] = item["real"]
+    return files
+
+
+def cycle_scans(wildcards):
+    """The held-out scan a cycle item was conditioned on (none for a new cortex)."""
+    item = CYCLE_ITEMS[wildcards.label]
+    return [SCANS[item["id"]]] if item["kind"] == "held_out" else []
+
+
+def cycle_other_files(wildcards):
+    """The rest of cycle_consistency's inputs: the bridge sample, and a new cortex's surfaces and SDFs."""
+    item = CYCLE_ITEMS[wildcards.label]
+    files = {}
+    if wildcards.source == "bridge":
+        files["image"] = f"results/samples/bridge/cond-{item['label']}_T1w.nii.gz"
+    if item["kind"] != "held_out":
+        files.update(conditioning_surfaces(item))
+        files["pial_sdf"] = condition_path(item, "pialsdf")
+        files["white_sdf"] = condition_path(item, "whitesdf")
+    return files
+
+
+def evaluation_subject_files(wildcards):
+    """Per-subject inputs of evaluate: reference images, and the real images and masks of the
+    held-out subjects the bridge sampled (paired fidelity)."""
+    paired = [SCANS[item["id"]] for item in BRIDGE_CONDITIONS if item["kind"] == "held_out"]
+    return {
+        "reference": scans_paths(rules.normalize.output.image, reference_scans()),
+        "held_out_images": scans_paths(rules.normalize.output.image, paired),
+        "held_out_masks": scans_paths(rules.normalize.output.mask, paired),
+    }
+
+
+def evaluation_inputs(wildcards):
+    """The rest of evaluate's inputs: every generator's samples and tables, cycle tables, training logs."""
+    files = {
+        "cycle": [str(rules.cycle_consistency.output.table).format(source="bridge", label=label)
+                  for label in CYCLE_ITEMS],
+        "cycle_real": [str(rules.cycle_consistency.output.table).format(source="real", label=label)
+                       for label, item in CYCLE_ITEMS.items() if item["kind"] == "held_out"],
+    }
+    for model in GENERATORS:
+        if model == "bridge" and not BRIDGE_CONDITIONS:
+            continue
+        sample_rule = getattr(rules, f"sample_{model}")
+        files[f"{model}_images"] = list(sample_rule.output.images)
+        files[f"{model}_table"] = sample_rule.output.table
+        files[f"{model}_log"] = getattr(rules, f"train_{model}").output.log
+    return files
+
+
+def evaluation_targets():
+    """The metrics table, its JSON and the evaluation figures (nothing without training subjects)."""
+    if not TRAIN_SCANS:
+        return []
+    return [str(path) for path in rules.evaluate.output]
