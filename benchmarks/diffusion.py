@@ -2,7 +2,7 @@
 
     python benchmarks/diffusion.py [--device cpu|cuda] [--grid 84 128 84]
         [--channels 128 128 256] [--res-blocks 2] [--batch 2] [--steps 5] [--sample-steps 10]
-        [--generators bridge ddpm deform]
+        [--generators bridge ddpm deform] [--packing none|haar]
 
 Per generator, on random volumes of the grid (speed does not depend on the values):
 seconds per training step (median after one warm-up step), volumes per second, peak
@@ -10,7 +10,8 @@ memory (CUDA: torch.cuda.max_memory_allocated; CPU: peak RSS of this process), a
 per sampled volume with ``--sample-steps`` network evaluations (the bridge's 10, a DDIM of
 that many steps for ddpm/deform). bf16 autocast on CUDA, as in training. Defaults: the
 default UNet (MONAI 3D DDPM: channels 128/128/256, 2 residual blocks, bottleneck attention)
-at 84x128x84.
+at 84x128x84. ``--packing haar``: the bridge on Haar-packed volumes (a UNet on the half grid
+with 8 channels per volume channel; see cortexgen/diffusion/packing.py).
 """
 
 from __future__ import annotations
@@ -41,11 +42,12 @@ def synchronize(device):
 
 
 def bench_generator(name, args, device):
-    generator = make_generator(name, {"sample_steps": args.sample_steps})
+    generator = make_generator(name, {"sample_steps": args.sample_steps,
+                                      **({"packing": args.packing} if name == "bridge" else {})})
     groups = min(32, min(args.channels))
     settings = NetworkSettings(channels=tuple(args.channels), attention_levels=(False,) * (len(args.channels) - 1) + (True,),
                                num_res_blocks=args.res_blocks, norm_num_groups=groups)
-    check_grid(settings, args.grid)
+    check_grid(settings, generator.network_grid(args.grid))
     torch.manual_seed(0)
     network = build_unet(settings, generator.in_channels, generator.out_channels).to(device)
     optimizer = torch.optim.AdamW(network.parameters(), lr=1e-4)
@@ -104,6 +106,7 @@ def main():
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--sample-steps", type=int, default=10)
     parser.add_argument("--generators", nargs="+", default=["bridge", "ddpm", "deform"])
+    parser.add_argument("--packing", choices=["none", "haar"], default="none", help="the bridge's packing")
     args = parser.parse_args()
     device = torch.device(args.device)
     apply_cuda_settings(CudaSettings(), device)  # as training jobs do with diffusion.cuda's defaults
@@ -113,6 +116,7 @@ def main():
                     "threads": torch.get_num_threads()},
         "settings": {"grid": args.grid, "channels": args.channels, "res_blocks": args.res_blocks,
                      "batch": args.batch, "steps": args.steps, "sample_steps": args.sample_steps,
+                     "bridge_packing": args.packing,
                      "bf16": device.type == "cuda"},
         "generators": {name: bench_generator(name, args, device) for name in args.generators},
     }

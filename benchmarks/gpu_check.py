@@ -140,9 +140,9 @@ def synchronize(device: torch.device) -> None:
 def random_batch(model: str, generator, batch: int, grid, device, channels_last: bool) -> dict:
     """A batch of uniform [-1, 1] volumes (a step's cost does not depend on the values)."""
     rng = torch.Generator().manual_seed(0)
-    shapes = {"image": (batch, generator.out_channels, *grid)}
+    shapes = {"image": (batch, 1 if model == "bridge" else generator.out_channels, *grid)}
     if model == "bridge":
-        shapes["condition"] = (batch, generator.in_channels - 1, *grid)
+        shapes["condition"] = (batch, generator.condition_channels, *grid)
     values = {key: (torch.rand(shape, generator=rng) * 2 - 1).to(device) for key, shape in shapes.items()}
     if channels_last:
         values = {key: value.to(memory_format=torch.channels_last_3d) for key, value in values.items()}
@@ -156,7 +156,7 @@ def train_step(model: str, section: dict, batch: int, device: torch.device, cuda
     generator = make_generator(model, {key: section[key] for key in GENERATOR_KEYS[model] if key in section})
     network_settings = NetworkSettings.from_dict(section["network"])
     grid = section["grid"]
-    check_grid(network_settings, grid)
+    check_grid(network_settings, generator.network_grid(grid))
     training = section["training"]
     torch.manual_seed(training["seed"])
     network = build_unet(network_settings, generator.in_channels, generator.out_channels).to(device)

@@ -98,19 +98,19 @@ def sampling_steps(num_steps: int, sample_steps: int) -> list[int]:
 
 def p_sample(schedule: BridgeSchedule, kind: str, x_t: torch.Tensor, y: torch.Tensor, t: int, t_next: int,
              prediction: torch.Tensor, noise: torch.Tensor | None, eta: float = 1.0,
-             clip: tuple[float, float] | None = None) -> torch.Tensor:
+             clip: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """One reverse step from step ``t`` to the earlier step ``t_next`` (BBDM's skip-step posterior).
 
     ``t_next = -1`` ends the walk: the result is the predicted image. ``eta`` scales the
-    posterior noise (0: deterministic). ``clip``: the data range the predicted image is
-    clamped to before it enters the posterior (BBDM's and Cor2Vox's ``clip_denoised``), so an
-    early step's overshoot is not carried into every later step.
+    posterior noise (0: deterministic). ``clip``: applied to the predicted image before it
+    enters the posterior, e.g. a clamp to the data range (BBDM's and Cor2Vox's
+    ``clip_denoised``), so an early step's overshoot is not carried into every later step.
     """
     batch = x_t.shape[0]
     t_index = torch.full((batch,), t, dtype=torch.long)
     x0_hat = predict_x0(schedule, kind, x_t, y, t_index, prediction)
     if clip is not None:
-        x0_hat = x0_hat.clamp(*clip)
+        x0_hat = clip(x0_hat)
     if t_next < 0:
         return x0_hat
     m, var = schedule.m(), schedule.variance()
@@ -127,7 +127,8 @@ def p_sample(schedule: BridgeSchedule, kind: str, x_t: torch.Tensor, y: torch.Te
 
 def sample(schedule: BridgeSchedule, kind: str, predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
            y: torch.Tensor, sample_steps: int, generator: torch.Generator | None = None, eta: float = 1.0,
-           progress: Callable | None = None, clip: tuple[float, float] | None = (-1.0, 1.0)) -> torch.Tensor:
+           progress: Callable | None = None,
+           clip: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """Walk the bridge back from x_T = y to an image.
 
     Args:
@@ -136,8 +137,8 @@ def sample(schedule: BridgeSchedule, kind: str, predict: Callable[[torch.Tensor,
         sample_steps: network evaluations (Cor2Vox uses 10, BBDM 200).
         generator: noise source (on y's device), for reproducible samples.
         progress: wraps the step list (e.g. tqdm).
-        clip: the image's range in the network's scaling, enforced on the predicted image at
-            every step (None: never).
+        clip: applied to the predicted image at every step (e.g. a clamp to the data range;
+            None: nothing).
     """
     steps = sampling_steps(schedule.num_steps, sample_steps)
     pairs = list(zip(steps, steps[1:] + [-1]))

@@ -19,6 +19,11 @@ import torch.nn.functional as F
 
 from cortexgen.diffusion import bridge as bridge_maths
 from cortexgen.diffusion import ddpm as ddpm_maths
+from cortexgen.diffusion import packing
+
+#: How a generator's network sees the volumes: ``none`` at the training grid, ``haar`` packed to
+#: 8 channels at half of it (:mod:`cortexgen.diffusion.packing`).
+PACKINGS = ("none", "haar")
 
 GENERATORS = ("bridge", "ddpm", "deform")
 
@@ -53,6 +58,7 @@ class BridgeSettings:
     eta: float = 1.0
     # Clamp the predicted image to the data range [-1, 1] at every sampling step (Cor2Vox).
     clip_denoised: bool = True
+    packing: str = "none"
 
     @classmethod
     def from_dict(cls, values: dict) -> BridgeSettings:
@@ -64,6 +70,8 @@ class BridgeSettings:
             raise ValueError(f"bridge conditions must be a non-empty list from {CONDITIONS}, got {values['conditions']}")
         if values.get("objective", cls.objective) not in bridge_maths.OBJECTIVES:
             raise ValueError(f"bridge objective must be one of {bridge_maths.OBJECTIVES}")
+        if values.get("packing", cls.packing) not in PACKINGS:
+            raise ValueError(f"bridge packing must be one of {PACKINGS}, got {values['packing']!r}")
         return cls(**values)
 
 
@@ -83,18 +91,33 @@ class DDPMSettings:
 
 
 class BridgeGenerator:
-    """Shape-to-image Brownian bridge: image x0 <-> first condition channel y; the UNet sees (x_t, conditions)."""
+    """Shape-to-image Brownian bridge: image x0 <-> first condition channel y; the UNet sees (x_t, conditions).
+
+    With ``packing: haar`` image and conditions are Haar-packed first (8 channels each at half
+    the grid), the bridge runs between the packed image and the packed first condition, and
+    samples are unpacked to the full grid.
+    """
 
     name = "bridge"
 
     def __init__(self, settings: BridgeSettings):
         self.settings = settings
-        self.in_channels = 1 + len(settings.conditions)
-        self.out_channels = 1
+        self.packed = settings.packing == "haar"
+        self.factor = packing.PACKED_CHANNELS if self.packed else 1
+        self.condition_channels = len(settings.conditions)
+        self.in_channels = self.factor * (1 + self.condition_channels)
+        self.out_channels = self.factor
+
+    def network_grid(self, grid: Sequence[int]) -> tuple[int, int, int]:
+        """The grid the UNet sees for volumes on ``grid``."""
+        return packing.packed_grid(grid) if self.packed else tuple(int(side) for side in grid)
+
+    def _packed(self, volume: torch.Tensor) -> torch.Tensor:
+        return packing.pack(volume) if self.packed else volume
 
     def loss(self, network, batch: dict, positions: Sequence[int], seed: int) -> torch.Tensor:
-        x0, condition = batch["image"], batch["condition"]
-        y = condition[:, :1]
+        x0, condition = self._packed(batch["image"]), self._packed(batch["condition"])
+        y = condition[:, :self.factor]
         t, noise = draws(seed, positions, self.settings.schedule.num_steps, x0.shape[1:])
         t, noise = t.to(x0.device), noise.to(x0.device, x0.dtype)
         x_t = bridge_maths.q_sample(self.settings.schedule, x0, y, t, noise)
@@ -102,15 +125,26 @@ class BridgeGenerator:
         prediction = network(torch.cat([x_t, condition], dim=1), t)
         return F.l1_loss(prediction.float(), target.float())
 
+    def _clip(self, grid: Sequence[int]) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """The predicted image clamped to [-1, 1] in image space (unpacked, clamped, packed again)."""
+        if not self.settings.clip_denoised:
+            return None
+        if not self.packed:
+            return lambda x0: x0.clamp(-1.0, 1.0)
+        return lambda x0: packing.pack(packing.unpack(x0, grid).clamp(-1.0, 1.0))
+
     @torch.no_grad()
     def sample(self, network, condition: torch.Tensor, generator: torch.Generator | None = None,
                progress: Callable | None = None, sample_steps: int | None = None) -> torch.Tensor:
         """Images (B, 1, X, Y, Z) for conditions (B, C, X, Y, Z) in the network's scaling."""
-        return bridge_maths.sample(
+        grid = condition.shape[2:]
+        packed_condition = self._packed(condition)
+        image = bridge_maths.sample(
             self.settings.schedule, self.settings.objective,
-            lambda x_t, t: network(torch.cat([x_t, condition], dim=1), t).to(condition.dtype),
-            condition[:, :1], sample_steps or self.settings.sample_steps, generator=generator,
-            eta=self.settings.eta, progress=progress, clip=(-1.0, 1.0) if self.settings.clip_denoised else None)
+            lambda x_t, t: network(torch.cat([x_t, packed_condition], dim=1), t).to(condition.dtype),
+            packed_condition[:, :self.factor], sample_steps or self.settings.sample_steps, generator=generator,
+            eta=self.settings.eta, progress=progress, clip=self._clip(grid))
+        return packing.unpack(image, grid) if self.packed else image
 
 
 class DDPMGenerator:
@@ -121,6 +155,10 @@ class DDPMGenerator:
         self.name = name
         self.in_channels = self.out_channels = channels
         self.scheduler = settings.schedule.training_scheduler()
+
+    def network_grid(self, grid: Sequence[int]) -> tuple[int, int, int]:
+        """The grid the UNet sees for volumes on ``grid`` (the same: no packing)."""
+        return tuple(int(side) for side in grid)
 
     def loss(self, network, batch: dict, positions: Sequence[int], seed: int) -> torch.Tensor:
         x0 = batch["image"]

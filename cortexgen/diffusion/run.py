@@ -40,7 +40,7 @@ log = logging.getLogger("cortexgen")
 
 #: The generators' own settings in a config section (the rest: grid, network, training, sampling...).
 GENERATOR_KEYS = {
-    "bridge": ("schedule", "objective", "conditions", "sample_steps", "eta", "clip_denoised"),
+    "bridge": ("schedule", "objective", "conditions", "sample_steps", "eta", "clip_denoised", "packing"),
     "ddpm": ("schedule", "sample_steps", "eta"),
     "deform": ("schedule", "sample_steps", "eta"),
 }
@@ -105,8 +105,8 @@ def train_job(spec: dict) -> None:
     first = inputs["fields"][0] if model == "deform" else inputs["images"][0]
     grid = model_grid(settings, nib.load(first).shape[:3])
     network_settings = NetworkSettings.from_dict(settings["network"])
-    check_grid(network_settings, grid)
     generator = make_generator(model, {key: settings[key] for key in GENERATOR_KEYS[model] if key in settings})
+    check_grid(network_settings, generator.network_grid(grid))
     train_settings = TrainSettings(**settings["training"])
     if model == "deform" and train_settings.flip_lr:
         raise ValueError("diffusion.deform.training.flip_lr: a mirrored displacement field is not a field of the "
