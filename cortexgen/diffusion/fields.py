@@ -203,6 +203,27 @@ def _as_tensor(array) -> tuple[torch.Tensor, bool]:
     return tensor, was_numpy
 
 
+def _sample_at(values: torch.Tensor, field: torch.Tensor, affine: np.ndarray, padding_mode: str) -> torch.Tensor:
+    """``values`` (B, C, X, Y, Z) read at ``x + field(x)`` (field (B, 3, X, Y, Z), mm, world axes), trilinear."""
+    dtype, device = field.dtype, field.device
+    shape = tuple(field.shape[2:])
+    # mm along world axes -> voxels along array axes: v = A^-1 d (the offset cancels).
+    world_to_voxel = torch.as_tensor(
+        np.linalg.inv(np.asarray(affine, dtype=np.float64)[:3, :3]), dtype=dtype, device=device
+    )
+    voxel_shift = torch.einsum("ij,bj...->bi...", world_to_voxel, field)
+    # grid_sample (align_corners=True) wants -1..1 over voxel centres 0..n-1; the size-1
+    # guard keeps a flat axis finite.
+    sizes = torch.tensor([max(n - 1, 1) for n in shape], dtype=dtype, device=device)
+    axes = [torch.arange(n, dtype=dtype, device=device) for n in shape]
+    identity = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=0)  # (3, X, Y, Z)
+    position = identity[None] + voxel_shift
+    normalised = 2.0 * position / sizes.view(1, 3, 1, 1, 1) - 1.0
+    # grid_sample's last axis is (x, y, z) = (W, H, D): the reverse of the tensor's (X, Y, Z).
+    grid = normalised.flip(1).permute(0, 2, 3, 4, 1)
+    return F.grid_sample(values, grid, mode="bilinear", padding_mode=padding_mode, align_corners=True)
+
+
 def warp_image(image, field_mm, affine: np.ndarray):
     """Resample ``image`` at ``x + field(x)``: trilinear, zero outside the grid.
 
@@ -233,28 +254,52 @@ def warp_image(image, field_mm, affine: np.ndarray):
     if image_t.shape[0] not in (1, batch):
         raise ValueError(f"warp_image: {image_t.shape[0]} images for {batch} fields")
     dtype = torch.promote_types(image_t.dtype, field_t.dtype)
-    device = field_t.device
-    image_t = image_t.to(device=device, dtype=dtype).expand(batch, -1, -1, -1, -1)
-    field_t = field_t.to(dtype)
-
-    # mm along world axes -> voxels along array axes: v = A^-1 d (the offset cancels).
-    world_to_voxel = torch.as_tensor(
-        np.linalg.inv(np.asarray(affine, dtype=np.float64)[:3, :3]), dtype=dtype, device=device
-    )
-    voxel_shift = torch.einsum("ij,bj...->bi...", world_to_voxel, field_t)
-    # grid_sample (align_corners=True) wants -1..1 over voxel centres 0..n-1; the size-1
-    # guard keeps a flat axis finite.
-    sizes = torch.tensor([max(n - 1, 1) for n in shape], dtype=dtype, device=device)
-    axes = [torch.arange(n, dtype=dtype, device=device) for n in shape]
-    identity = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=0)  # (3, X, Y, Z)
-    position = identity[None] + voxel_shift
-    normalised = 2.0 * position / sizes.view(1, 3, 1, 1, 1) - 1.0
-    # grid_sample's last axis is (x, y, z) = (W, H, D): the reverse of the tensor's (X, Y, Z).
-    grid = normalised.flip(1).permute(0, 2, 3, 4, 1)
-    warped = F.grid_sample(image_t, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    image_t = image_t.to(device=field_t.device, dtype=dtype).expand(batch, -1, -1, -1, -1)
+    warped = _sample_at(image_t, field_t.to(dtype), affine, "zeros")
     if unbatched:
         warped = warped[0, 0]
     return warped.cpu().numpy() if image_numpy else warped
+
+
+def integrate_velocity(velocity_mm, affine: np.ndarray, steps: int = 7):
+    """The displacement of exp(v) for a stationary velocity field ``v``, by scaling and squaring.
+
+    ``v / 2**steps`` is taken as the displacement of a map close to the identity, and the map is
+    composed with itself ``steps`` times: ``u(x) <- u(x) + u(x + u(x))`` (pull-back fields, as
+    :func:`warp_image`; values beyond the grid held at its edge). Each small map is invertible
+    when its displacement changes by less than a voxel per voxel, so the result does not fold.
+
+    Args:
+        velocity_mm: ``(3, X, Y, Z)`` or ``(B, 3, X, Y, Z)``, mm along RAS world axes, on ``affine``'s grid.
+        steps: squarings (2**steps sub-steps).
+
+    Returns:
+        The displacement in mm, of the input's shape and type.
+    """
+    velocity, was_numpy = _as_tensor(velocity_mm)
+    unbatched = velocity.ndim == 4
+    displacement = (velocity[None] if unbatched else velocity) / 2.0**steps
+    for _ in range(steps):
+        displacement = displacement + _sample_at(displacement, displacement, affine, "border")
+    if unbatched:
+        displacement = displacement[0]
+    return displacement.cpu().numpy() if was_numpy else displacement
+
+
+def velocity_from_displacement(displacement_mm, affine: np.ndarray, iterations: int = 4, steps: int = 7):
+    """A stationary velocity field whose exponential is about ``displacement_mm`` (its logarithm).
+
+    Fixed-point iteration ``v <- v + (u - exp(v))`` from ``v = u``: for the smooth, moderate
+    fields of a registration to a template each iteration shrinks the residual several-fold
+    (a field that folds has no logarithm; the result then only approximates it).
+
+    Args and returns: as :func:`integrate_velocity`, with ``iterations`` corrections.
+    """
+    target, was_numpy = _as_tensor(displacement_mm)
+    velocity = target.clone()
+    for _ in range(iterations):
+        velocity = velocity + (target - integrate_velocity(velocity, affine, steps))
+    return velocity.cpu().numpy() if was_numpy else velocity
 
 
 def resize_field(field_mm, shape: tuple[int, int, int]):

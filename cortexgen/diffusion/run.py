@@ -59,22 +59,33 @@ def load_data(model: str, inputs: dict, settings: dict, grid, sdf_clip_mm: float
     once to ``cache`` (float16) and reused while the input files and settings are unchanged,
     so training memory does not grow with the number of subjects.
     bridge: ``image`` and ``condition`` (channels in config order); ddpm: ``image``;
-    deform: ``image`` holds the raw field in mm, (3, *grid) (scaled later by the field scale).
+    deform: ``image`` holds each field in mm, (3, *grid), or with ``field.kind: velocity`` its
+    stationary velocity field (:func:`~cortexgen.diffusion.fields.velocity_from_displacement`
+    on this grid); scaled later by the field scale.
     ``build=False``: wait for another process (DDP rank 0) to write the cache.
     """
-    from cortexgen.diffusion.fields import field_array, resize_field
+    from cortexgen.diffusion.fields import field_array, resize_field, velocity_from_displacement
+    from cortexgen.preprocess.normalize import resized_affine
 
     grid = [int(side) for side in grid]
     if model == "deform":
         fields = inputs.get(f"{prefix}fields", [])
         if not fields:
             return {}
+        kind = field_settings(settings)
 
         def load_field(i: int) -> torch.Tensor:
-            return resize_field(torch.from_numpy(field_array(nib.load(fields[i])).astype(np.float32)), grid)
+            image = nib.load(fields[i])
+            field = resize_field(torch.from_numpy(field_array(image).astype(np.float32)), grid)
+            if kind["kind"] == "velocity":
+                # The logarithm on the coarse grid, in float64 for the fixed-point iteration.
+                affine = resized_affine(image.affine, image.shape[:3], grid)
+                field = velocity_from_displacement(field.double(), affine, kind["log_iterations"],
+                                                   kind["integration_steps"]).float()
+            return field
 
-        return {"image": volumes.cached_store(cache, f"{prefix}fields", fields, {"grid": grid}, load_field,
-                                              len(fields), build)}
+        return {"image": volumes.cached_store(cache, f"{prefix}fields", fields, {"grid": grid, "field": kind},
+                                              load_field, len(fields), build)}
     images = inputs.get(f"{prefix}images", [])
     if not images:
         return {}
@@ -88,6 +99,13 @@ def load_data(model: str, inputs: dict, settings: dict, grid, sdf_clip_mm: float
             {"grid": grid, "roles": roles, "sdf_clip_mm": float(sdf_clip_mm)},
             lambda i: volumes.load_conditions(files[i], roles, grid, sdf_clip_mm), len(images), build)
     return data
+
+
+def field_settings(settings: dict) -> dict:
+    """Config ``diffusion.deform.field`` with its defaults: kind (velocity|displacement), integration_steps,
+    log_iterations, smoothing_voxels (Gaussian sigma on the model grid for sampled velocities)."""
+    return {"kind": "velocity", "integration_steps": 7, "log_iterations": 4, "smoothing_voxels": 1.0,
+            **settings.get("field", {})}
 
 
 def _device(name: str) -> str | None:
@@ -125,6 +143,7 @@ def train_job(spec: dict) -> None:
         if val_data:
             val_data["image"] = val_data["image"].scaled(1.0 / scale)
         extra["field_scale_mm"] = scale
+        extra["field"] = field_settings(settings)
     if dist.is_main:
         log.info("%s: %d training and %d validation volumes on a %s grid, %s, %d process(es)",
                  model, len(data["image"]), len(val_data.get("image", [])), "x".join(map(str, grid)),
@@ -205,10 +224,13 @@ def sample_bridge_job(spec: dict) -> list[dict]:
 def sample_unconditional_job(spec: dict) -> list[dict]:
     """``len(outputs)`` images from the ddpm (noise -> image) or deform (noise -> field -> warped template).
 
-    Written on the grid of ``spec['grid_image']`` (the model grid). For deform, each sampled
-    field (mm) is written too, with the fraction of voxels where the warp folds (Jacobian <= 0).
+    Written on the grid of ``spec['grid_image']`` (the model grid). For deform, a sampled
+    velocity field is upsampled to that grid and integrated (scaling and squaring); the
+    displacement (mm) is written too, with the fraction of voxels where the warp folds (Jacobian <= 0).
     """
-    from cortexgen.diffusion.fields import resize_field, warp_image
+    from scipy.ndimage import gaussian_filter
+
+    from cortexgen.diffusion.fields import integrate_velocity, resize_field, warp_image
 
     device = _device_for_sampling(spec.get("device", "auto"))
     cuda = CudaSettings.from_dict(spec.get("cuda"))
@@ -231,7 +253,18 @@ def sample_unconditional_job(spec: dict) -> list[dict]:
         for k, index in enumerate(batch):
             row = {"file": Path(spec["outputs"][index]).name, "seed": sampling["seed"], "index": index}
             if trained.generator.name == "deform":
-                field = resize_field(samples[k] * trained.extra["field_scale_mm"], shape)
+                kind = trained.extra["field"]
+                field = samples[k] * trained.extra["field_scale_mm"]
+                if kind["kind"] == "velocity":
+                    # Smoothed on the model grid first: a rough sampled velocity (an undertrained
+                    # network's is noise) integrates to a map that folds between grid points.
+                    field = torch.from_numpy(np.stack([
+                        gaussian_filter(component, kind["smoothing_voxels"], mode="nearest")
+                        for component in field.double().numpy()]))
+                    field = integrate_velocity(resize_field(field, shape), reference.affine,
+                                               kind["integration_steps"]).float()
+                else:
+                    field = resize_field(field, shape)
                 template = torch.from_numpy(np.asarray(reference.get_fdata(dtype=np.float32)))
                 image = warp_image(template, field, reference.affine).numpy()
                 save_nifti(_field_image(field.numpy(), reference.affine), spec["fields"][index])
