@@ -14,11 +14,17 @@ than one image beside the synthetic set.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from cortexgen.evaluate.metrics import MetricResult, SetMetricSettings
+from cortexgen.evaluate.summary import summarise
+
+#: The baseline's name in the tables: real images of held-out subjects against the training set.
+BASELINE = "real_held_out"
 
 #: SSIM's Gaussian window σ in voxels (Wang et al. 2004; MONAI's SSIMMetric default).
 SSIM_SIGMA = 1.5
@@ -173,3 +179,54 @@ def copy_summary(nearest: Sequence[float], baseline: Sequence[float]) -> dict:
         return {"median": math.nan, "max": math.nan, "above_real": math.nan}
     above = float((nearest > baseline.max()).mean()) if len(baseline) else math.nan
     return {"median": float(np.median(nearest)), "max": float(nearest.max()), "above_real": above}
+
+
+def memorisation_table(sets: Mapping[str, tuple[Sequence[str], np.ndarray]], train_labels: Sequence[str],
+                       load_train: Callable[[int], tuple[np.ndarray, np.ndarray]], ssim_kernel: int = 11,
+                       ssim_candidates: int | None = None) -> list[dict]:
+    """One row per image of each set: its nearest training image by SSIM and by r.
+
+    Args:
+        sets: name (a generator, or :data:`BASELINE`) -> (image labels, images (N, X, Y, Z)).
+        train_labels: the training images' names (e.g. scan prefixes), in ``load_train`` order.
+
+    Returns:
+        Rows of generator, image, nearest_ssim, nearest_ssim_train, nearest_corr,
+        nearest_corr_train (the training images' labels; empty when there is no value).
+    """
+    rows = []
+    for name, (labels, images) in sets.items():
+        found = nearest_training(images, load_train, len(train_labels), ssim_kernel, ssim_candidates)
+        for label, item in zip(labels, found):
+            rows.append({"generator": name, "image": label,
+                         "nearest_ssim": item["ssim"],
+                         "nearest_ssim_train": train_labels[item["ssim_train"]] if item["ssim_train"] >= 0 else "",
+                         "nearest_corr": item["corr"],
+                         "nearest_corr_train": train_labels[item["corr_train"]] if item["corr_train"] >= 0 else ""})
+    return rows
+
+
+def memorisation_metrics(table: Sequence[Mapping], settings: SetMetricSettings) -> list[MetricResult]:
+    """metrics.tsv rows per set of :func:`memorisation_table`: mean (bootstrap CI), median and max of
+    nearest_train_ssim and nearest_train_corr, and (for generators, given a baseline)
+    nearest_train_ssim_above_real (see :func:`copy_summary`). Order statistics get no CI."""
+    names = list(dict.fromkeys(row["generator"] for row in table))
+    baseline = [row["nearest_ssim"] for row in table if row["generator"] == BASELINE]
+    results = []
+    for name in names:
+        n_images = sum(row["generator"] == name for row in table)
+        for measure in ("ssim", "corr"):
+            values = [row[f"nearest_{measure}"] for row in table if row["generator"] == name]
+            metric = f"nearest_train_{measure}"
+            results.append(summarise(name, metric, values, settings))
+            summary = copy_summary(values, baseline)
+            for statistic in ("median", "max"):
+                results.append(MetricResult(name, f"{metric}_{statistic}", summary[statistic], math.nan, math.nan,
+                                            str(n_images), "no CI: an order statistic"))
+        if name != BASELINE:
+            ssim = [row["nearest_ssim"] for row in table if row["generator"] == name]
+            above = copy_summary(ssim, baseline)["above_real"]
+            note = ("no CI" if baseline else f"not computed: no held-out real images ({BASELINE})")
+            results.append(MetricResult(name, "nearest_train_ssim_above_real", above, math.nan, math.nan,
+                                        f"{n_images} vs {len(baseline)}", note))
+    return results

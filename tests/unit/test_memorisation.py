@@ -76,3 +76,29 @@ def test_a_copying_generator_shows_it_in_the_summary():
     summary = copy_summary([row["ssim"] for row in results], [row["ssim"] for row in baseline])
     assert summary == pytest.approx({"median": 1.0, "max": 1.0, "above_real": 1.0}, abs=1e-6)
     assert np.isnan(copy_summary([0.5], [])["above_real"])
+
+
+def test_the_table_names_training_images_and_the_metrics_flag_the_copying_generator():
+    from cortexgen.evaluate.memorisation import BASELINE, memorisation_metrics, memorisation_table
+    from cortexgen.evaluate.metrics import SetMetricSettings
+
+    labels = [f"sub-{j:02d}" for j in range(len(TRAIN))]
+    sets = {BASELINE: (["sub-30", "sub-31"], np.stack([phantom(30)[0], phantom(31)[0]])),
+            "copier": (["sample-0001", "sample-0002"], np.stack([TRAIN[1][0], TRAIN[4][0]])),
+            "novel": (["sample-0001", "sample-0002"], np.stack([phantom(50)[0], phantom(51)[0]]))}
+    table = memorisation_table(sets, labels, loader(TRAIN))
+    assert [(row["generator"], row["image"]) for row in table][:4] == [
+        (BASELINE, "sub-30"), (BASELINE, "sub-31"), ("copier", "sample-0001"), ("copier", "sample-0002")]
+    assert [row["nearest_ssim_train"] for row in table[2:4]] == ["sub-01", "sub-04"]
+    assert [row["nearest_corr_train"] for row in table[2:4]] == ["sub-01", "sub-04"]
+    metrics = {(m.generator, m.metric): m for m in memorisation_metrics(table, SetMetricSettings(n_resamples=50))}
+    assert metrics[("copier", "nearest_train_ssim_max")].value == pytest.approx(1.0, abs=1e-6)
+    assert metrics[("copier", "nearest_train_ssim_above_real")].value == 1.0
+    assert metrics[("novel", "nearest_train_ssim_above_real")].value < 1.0
+    assert metrics[("novel", "nearest_train_ssim_median")].value < 0.5
+    assert metrics[("novel", "nearest_train_corr")].value < 0.6
+    baseline_max = max(row["nearest_ssim"] for row in table[:2])
+    assert metrics[(BASELINE, "nearest_train_ssim_max")].value == pytest.approx(baseline_max)
+    assert (BASELINE, "nearest_train_ssim_above_real") not in metrics
+    for row in metrics.values():
+        assert np.isfinite(row.value), row
