@@ -103,6 +103,7 @@ def ddim_step(schedule: NoiseSchedule, alphas_cumprod: torch.Tensor, prediction:
     if schedule.clip_sample:
         x0_hat = x0_hat.clamp(-1.0, 1.0)
     sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)) ** 0.5
+    # At eta 1, 1 - a_prev - sigma² is 0 up to rounding, which can leave it a hair below.
     x_prev = a_prev**0.5 * x0_hat + max(1 - a_prev - sigma**2, 0.0) ** 0.5 * eps_hat
     if sigma > 0:
         x_prev = x_prev + sigma * noise

@@ -69,6 +69,7 @@ def _moments(volumes: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor
 
 
 def _ssim_from_moments(x_moments, y_moments, mu_xy: torch.Tensor, data_range: float) -> torch.Tensor:
+    """The SSIM map from each side's (local mean, local mean of squares) and the local mean of x·y."""
     (mu_x, mu_xx), (mu_y, mu_yy) = x_moments, y_moments
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     var_x, var_y, cov = mu_xx - mu_x**2, mu_yy - mu_y**2, mu_xy - mu_x * mu_y
