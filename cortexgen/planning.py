@@ -178,11 +178,21 @@ def cycle_items(conditions: Sequence[Mapping], settings: Mapping, seed: int) -> 
     return {item["label"]: item for item in seeded_subset(items, settings["max_items"], seed)}
 
 
+def reference_kind(settings: Mapping, held_out_count: int) -> str:
+    """config evaluate.reference with 'auto' resolved: 'held_out' once at least
+    evaluate.reference_min_held_out subjects are held out (training subjects would let a copying
+    generator score well), 'all' below that. ``settings``: config evaluate."""
+    kind = settings["reference"]
+    if kind == "auto":
+        return "held_out" if held_out_count >= settings["reference_min_held_out"] else "all"
+    return kind
+
+
 def reference_scans(scans: Sequence[Scan], held_out: Sequence[Scan], settings: Mapping, seed: int) -> list[Scan]:
     """The real scans the synthetic sets are compared with: the held-out ones or all of them
-    (config evaluate.reference), at most evaluate.max_reference_images (a subset drawn with
-    ``seed``; None: all), in scan order. ``settings``: config evaluate."""
-    chosen = held_out if settings["reference"] == "held_out" else scans
+    (config evaluate.reference, see :func:`reference_kind`), at most evaluate.max_reference_images
+    (a subset drawn with ``seed``; None: all), in scan order. ``settings``: config evaluate."""
+    chosen = held_out if reference_kind(settings, len(held_out)) == "held_out" else scans
     return seeded_subset(chosen, settings["max_reference_images"], seed)
 
 

@@ -1,5 +1,6 @@
 # Evaluation: what the generators made, against real images and against the cortex that was
 # asked for. Set metrics (MMD, FID, MS-SSIM) per generator and for the real set against itself,
+# each sample's nearest training image (memorisation) beside each held-out real image's,
 # paired fidelity of the bridge on held-out subjects, and cortical cycle consistency: the
 # surface stage re-run on bridge samples and compared with the surfaces that conditioned them,
 # and on each held-out subject's real image (what a perfect generator would score: the surface
@@ -61,6 +62,12 @@ rule evaluate:
             labels={"figure": "metrics table"},
         ),
         json=f"{EVALUATION}/metrics.json",
+        memorisation=report(
+            f"{EVALUATION}/memorisation.tsv",
+            caption="../report/memorisation.rst",
+            category="5. Evaluation",
+            labels={"figure": "memorisation: nearest training image"},
+        ),
         metrics_png=report(
             f"{EVALUATION}/figures/metrics.png",
             caption="../report/metrics_figure.rst",
@@ -94,7 +101,8 @@ rule evaluate:
     params:
         subject_files=subject_params(evaluation_subject_files),
         generators=GENERATORS,
-        reference=config["evaluate"]["reference"],
+        reference=reference_kind(),
+        memorisation=config["evaluate"]["memorisation"],
         metrics=config["evaluate"]["metrics"],
         medicalnet=config["evaluate"]["medicalnet"],
         gallery=config["evaluate"]["gallery"],

@@ -2,6 +2,11 @@
 # through cycle consistency and which real images are the reference: cortexgen.planning.
 
 
+def reference_kind():
+    """config evaluate.reference with 'auto' resolved (see cortexgen.planning.reference_kind)."""
+    return planning.reference_kind(config["evaluate"], len(HELD_OUT_SCANS))
+
+
 def reference_scans():
     """The real scans the synthetic sets are compared with (see cortexgen.planning.reference_scans)."""
     return planning.reference_scans(list(SCANS.values()), HELD_OUT_SCANS, config["evaluate"], config["split"]["seed"])
@@ -61,13 +66,19 @@ def cycle_other_files(wildcards):
 
 
 def evaluation_subject_files(wildcards):
-    """Per-subject inputs of evaluate: reference images, and the real images and masks of the
-    held-out subjects the bridge sampled (paired fidelity)."""
+    """Per-subject inputs of evaluate: reference images, the real images and masks of the
+    held-out subjects the bridge sampled (paired fidelity), and for the memorisation check the
+    training images with their masks and the held-out images (at most max_reference_images)."""
     paired = [SCANS[item["id"]] for item in BRIDGE_CONDITIONS if item["kind"] == "held_out"]
+    unseen = planning.seeded_subset(HELD_OUT_SCANS, config["evaluate"]["max_reference_images"],
+                                    config["split"]["seed"])
     return {
         "reference": scans_paths(rules.normalize.output.image, reference_scans()),
         "held_out_images": scans_paths(rules.normalize.output.image, paired),
         "held_out_masks": scans_paths(rules.normalize.output.mask, paired),
+        "train_images": scans_paths(rules.normalize.output.image, TRAIN_SCANS),
+        "train_masks": scans_paths(rules.normalize.output.mask, TRAIN_SCANS),
+        "unseen_images": scans_paths(rules.normalize.output.image, unseen),
     }
 
 

@@ -1,5 +1,6 @@
-"""Rule evaluate: set metrics per generator and for the real-vs-real baseline, paired fidelity of
-the bridge on held-out subjects, cycle consistency and fold statistics, figures."""
+"""Rule evaluate: set metrics per generator and for the real-vs-real baseline, each image's nearest
+training image (memorisation), paired fidelity of the bridge on held-out subjects, cycle
+consistency and fold statistics, figures."""
 
 from cortexgen.runtime import job_inputs, job_log, limit_threads
 
@@ -11,6 +12,7 @@ import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
 from cortexgen.evaluate.figures import gallery_figure, metrics_figure, training_figure  # noqa: E402
+from cortexgen.evaluate.memorisation import BASELINE, memorisation_metrics, memorisation_table  # noqa: E402
 from cortexgen.evaluate.metrics import MetricResult, SetMetricSettings, paired_fidelity, set_metrics  # noqa: E402
 from cortexgen.evaluate.summary import (  # noqa: E402
     baseline_halves,
@@ -19,12 +21,17 @@ from cortexgen.evaluate.summary import (  # noqa: E402
     read_train_log,
     write_metrics,
 )
-from cortexgen.io import atomic_output, read_table, voxel_sizes  # noqa: E402
+from cortexgen.io import atomic_output, read_table, voxel_sizes, write_table  # noqa: E402
 from cortexgen.shards import complete_indices, select  # noqa: E402
 
 
 def load_volumes(paths):
     return np.stack([np.asarray(nib.load(path).dataobj, dtype=np.float32) for path in paths]) if paths else None
+
+
+def image_label(path):
+    """A synthetic image's name (sample-0001, cond-sub03) or a real one's scan (sub-01_ses-1)."""
+    return Path(path).name.replace("_T1w.nii.gz", "").split("_space-")[0]
 
 
 def save(figure, path):
@@ -56,6 +63,26 @@ with job_log(snakemake.log[0]) as log:
     reference_paths = select(inputs.reference, complete_indices({"reference": inputs.reference}, log))
     reference = load_volumes(reference_paths)
     voxel_mm = voxel_sizes(nib.load(reference_paths[0])) if reference_paths else (1.0, 1.0, 1.0)
+    # Memorisation: every image against every training image (streamed; a sharded run leaves out
+    # the subjects its shards did not finish).
+    train = complete_indices({"image": inputs.train_images, "mask": inputs.train_masks}, log)
+    train_images, train_masks = select(inputs.train_images, train), select(inputs.train_masks, train)
+
+    def load_train(index):
+        return (np.asarray(nib.load(train_images[index]).dataobj, dtype=np.float32),
+                np.asarray(nib.load(train_masks[index]).dataobj) > 0)
+
+    def nearest(name, paths, volumes):
+        if not train_images:
+            log.warning("no training images: the memorisation check is not computed")
+            return []
+        log.info("%s: nearest training image of %d images among %d", name, len(paths), len(train_images))
+        return memorisation_table({name: ([image_label(path) for path in paths], volumes)},
+                                  [image_label(path) for path in train_images], load_train,
+                                  **snakemake.params.memorisation)
+
+    unseen = select(inputs.unseen_images, complete_indices({"image": inputs.unseen_images}, log))
+    memorisation = nearest(BASELINE, unseen, load_volumes(unseen)) if unseen else []
     rows: list[MetricResult] = []
     generated = {}
     for model in snakemake.params.generators:
@@ -65,7 +92,11 @@ with job_log(snakemake.log[0]) as log:
             continue
         generated[model] = paths
         log.info("%s: %d samples against %d real images", model, len(paths), len(reference_paths))
-        rows += set_metrics(model, reference, load_volumes(paths), settings, **feature_options)
+        volumes = load_volumes(paths)
+        rows += set_metrics(model, reference, volumes, settings, **feature_options)
+        memorisation += nearest(model, paths, volumes)
+    rows += memorisation_metrics(memorisation, settings)
+    write_table(memorisation, snakemake.output.memorisation)
 
     # The baseline: how far two halves of the real set are from each other.
     first, second = baseline_halves(len(reference_paths), settings.seed)

@@ -131,24 +131,71 @@ def test_skip_step_sampling_visits_from_last_step_to_zero():
 # --- DDPM -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
-def test_ddim_with_the_true_prediction_recovers_the_image(prediction_type):
-    schedule = ddpm.NoiseSchedule(prediction_type=prediction_type)
-    scheduler = schedule.training_scheduler()
-    alphas = scheduler.alphas_cumprod.double()
-    x0 = volumes(1, seed=5)[0][None].double().clamp(-0.99, 0.99)
+def _ddim_oracle(prediction_type, alphas, x0, noise_of):
+    """The prediction a perfect network makes at (x_t, t) for the clean sample ``x0``;
+    ``noise_of(x_t, a)`` gives the noise it reads in x_t at abar = a."""
 
     def oracle(x_t, t):
         a = alphas[t].reshape(-1, 1, 1, 1, 1)
-        noise = (x_t - a.sqrt() * x0) / (1 - a).sqrt()
+        noise = noise_of(x_t, a)
         if prediction_type == "epsilon":
             return noise
         if prediction_type == "sample":
-            return x0
-        return a.sqrt() * noise - (1 - a).sqrt() * x0
+            return (x_t - (1 - a).sqrt() * noise) / a.sqrt()
+        return a.sqrt() * noise - (1 - a).sqrt() * (x_t - (1 - a).sqrt() * noise) / a.sqrt()
 
-    out = ddpm.sample(schedule, oracle, tuple(x0.shape), sample_steps=20, generator=torch.Generator().manual_seed(0))
+    return oracle
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
+@pytest.mark.parametrize("sample_steps", [10, 25])
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_ddim_with_the_true_prediction_recovers_the_image(prediction_type, sample_steps, eta):
+    schedule = ddpm.NoiseSchedule(prediction_type=prediction_type)
+    alphas = schedule.training_scheduler().alphas_cumprod.double()
+    x0 = volumes(1, seed=5)[0][None].double().clamp(-0.99, 0.99)
+    # The noise x_t holds if it lies on the forward marginal at t.
+    oracle = _ddim_oracle(prediction_type, alphas, x0, lambda x_t, a: (x_t - a.sqrt() * x0) / (1 - a).sqrt())
+    out = ddpm.sample(schedule, oracle, tuple(x0.shape), sample_steps=sample_steps,
+                      generator=torch.Generator().manual_seed(0), eta=eta)
     assert torch.allclose(out.double(), x0, atol=1e-5)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
+@pytest.mark.parametrize("sample_steps", [10, 25])
+def test_deterministic_ddim_keeps_every_step_on_its_own_noise_level(prediction_type, sample_steps):
+    """With the noise the walk started from held fixed, deterministic DDIM is exact: each visited
+    x_t is sqrt(abar_t) x0 + sqrt(1 - abar_t) eps for the t it is called with, and the end is x0.
+    MONAI 1.6.1's DDIMScheduler.step took the previous step as t - T // n while its steps are
+    linspace-spaced, so at 10 and 25 steps each call's t was not x_t's level: it ended 0.69 and
+    0.28 (max abs) away from x0."""
+    schedule = ddpm.NoiseSchedule(prediction_type=prediction_type)
+    alphas = schedule.training_scheduler().alphas_cumprod.double()
+    x0 = volumes(1, seed=5)[0][None].double().clamp(-0.99, 0.99)
+    start = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0)).double()  # what sample draws
+    a_last = alphas[-1]
+    eps = (start - a_last.sqrt() * x0) / (1 - a_last).sqrt()  # x_{T-1} = the starting noise
+    visited = []
+
+    def noise_of(x_t, a):
+        visited.append((x_t.clone(), a.clone()))
+        return eps
+
+    oracle = _ddim_oracle(prediction_type, alphas, x0, noise_of)
+    out = ddpm.sample(schedule, oracle, tuple(x0.shape), sample_steps=sample_steps,
+                      generator=torch.Generator().manual_seed(0), eta=0.0)
+    assert len(visited) == sample_steps
+    for x_t, a in visited:
+        assert torch.allclose(x_t.double(), a.sqrt() * x0 + (1 - a).sqrt() * eps, atol=1e-5)
+    assert torch.allclose(out.double(), x0, atol=1e-5)
+
+
+def test_ddim_steps_run_from_the_last_step_to_zero_without_repeats():
+    for count in (1, 10, 25, 1000):
+        steps = ddpm.sampling_steps(1000, count)
+        assert steps[0] == 999 and len(steps) == count and len(set(steps)) == count
+        assert steps == sorted(steps, reverse=True) and (count == 1 or steps[-1] == 0)
+    assert ddpm.sampling_steps(10, 50) == list(range(9, -1, -1))
 
 
 def test_ddpm_training_target_matches_forward_noise():

@@ -189,6 +189,16 @@ def test_reference_scans_all_or_held_out_capped_with_the_seed():
     assert [s.prefix for s in capped] == ["sub-02_ses-B", "sub-03", "sub-04_run-2"]
 
 
+def test_reference_auto_leaves_training_subjects_out_once_enough_are_held_out():
+    auto = {"reference": "auto", "reference_min_held_out": 2, "max_reference_images": None}
+    assert planning.reference_kind(auto, 1) == "all" and planning.reference_kind(auto, 2) == "held_out"
+    assert planning.reference_scans(SCANS, [SCANS[3]], auto, 0) == SCANS
+    assert planning.reference_scans(SCANS, SCANS[2:4], auto, 0) == SCANS[2:4]
+    # An explicit choice stands whatever the count.
+    assert planning.reference_kind({"reference": "all", "reference_min_held_out": 2}, 5) == "all"
+    assert planning.reference_kind({"reference": "held_out", "reference_min_held_out": 4}, 1) == "held_out"
+
+
 def test_sample_names():
     assert planning.sample_names("ddpm", "T1w.nii.gz", 2) == ["results/samples/ddpm/sample-0001_T1w.nii.gz",
                                                              "results/samples/ddpm/sample-0002_T1w.nii.gz"]

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.conftest import DEMO_BIDS, REPO, demo_config, requires_shared, DS000022, run_snakemake
+from tests.conftest import DEMO_BIDS, DS000022, REPO, demo_config, discovery_bids, requires_shared, run_snakemake
 
 PREPROC_RULES = ["denoise", "n4", "mni_affine", "skullstrip", "normalize", "qc_preproc"]
 SURFACE_RULES = ["segment", "surfaces", "surface_sdf", "qc_surfaces"]
@@ -116,10 +116,34 @@ def test_evaluation_reference_is_capped_by_a_seeded_subset(tmp_path):
         return inputs.count("desc-preproc_T1w")
 
     config = demo_config()
-    # Reference 'all' (3 images) plus the held-out subject's image for the paired metrics.
-    assert evaluate_images(config) == 3 + 1
+    # Reference 'all' (3 images; 'auto' with one subject held out), the held-out subject's image
+    # for the paired metrics, and for the memorisation check the 2 training images and the
+    # held-out one.
+    assert evaluate_images(config) == 3 + 1 + 2 + 1
     config["evaluate"]["max_reference_images"] = 2
-    assert evaluate_images(config) == 2 + 1
+    assert evaluate_images(config) == 2 + 1 + 2 + 1
+
+
+def test_evaluation_reference_leaves_training_subjects_out_once_enough_are_held_out(tmp_path):
+    """evaluate.reference 'auto' (the default): held-out subjects only once at least
+    reference_min_held_out are held out, every subject below that."""
+
+    def evaluate_block(config):
+        result = run_snakemake(tmp_path, config, "--dry-run", "--until", "evaluate")
+        assert result.returncode == 0, result.stderr
+        (block,) = [block for block in job_blocks(result.stdout) if "rule evaluate:" in block]
+        return next(line for line in block.splitlines() if line.strip().startswith("input:"))
+
+    labels = ["01", "02", "03", "04", "05", "06"]
+    config = demo_config(bids_dir=str(discovery_bids(tmp_path / "bids", labels)))
+    config["split"].update(held_out=["03", "04", "05", "06"])
+    counts = {}
+    for reference, minimum in (("auto", 4), ("held_out", 4), ("all", 4), ("auto", 5)):
+        config["evaluate"].update(reference=reference, reference_min_held_out=minimum)
+        counts[reference, minimum] = evaluate_block(config).count("desc-preproc_T1w")
+    # 'all' adds the 2 training subjects' images to the reference; 4 held out are enough for 'auto'.
+    assert counts["auto", 4] == counts["held_out", 4] == counts["all", 4] - 2
+    assert counts["auto", 5] == counts["all", 4]
 
 
 def test_shape_model_trains_on_the_training_split_only(tmp_path):

@@ -134,6 +134,34 @@ def test_evaluation_table_has_every_generator_and_the_baseline(diffusion_run):
     assert not [row for row in rows if row["metric"] == "failed_job"]
 
 
+def test_memorisation_check_finds_each_images_nearest_training_image(diffusion_run):
+    work, result = diffusion_run.work, diffusion_run.result
+    assert result.returncode == 0, result.stderr[-4000:]
+    with open(work / "results" / "evaluation" / "memorisation.tsv") as handle:
+        table = list(csv.DictReader(handle, delimiter="\t"))
+    assert list(table[0]) == ["generator", "image", "nearest_ssim", "nearest_ssim_train", "nearest_corr",
+                              "nearest_corr_train"]
+    # The held-out subject's real image (the baseline) and every sample of every generator.
+    assert [(row["generator"], row["image"]) for row in table] == [
+        ("real_held_out", "sub-03"), ("bridge", "cond-sub03"), ("ddpm", "sample-0001"), ("ddpm", "sample-0002"),
+        ("deform", "sample-0001"), ("deform", "sample-0002")]
+    for row in table:
+        assert -1.0 <= float(row["nearest_ssim"]) <= 1.0 and -1.0 <= float(row["nearest_corr"]) <= 1.0, row
+        assert row["nearest_ssim_train"] in ("sub-01", "sub-02") and row["nearest_corr_train"] in ("sub-01", "sub-02")
+    # sub-03 is Colin27 shifted by a voxel from sub-02 with another contrast: close to it, not a copy.
+    assert table[0]["nearest_ssim_train"] == "sub-02" and 0.5 < float(table[0]["nearest_ssim"]) < 0.999
+    metrics = {(row["generator"], row["metric"]): row for row in read_metrics(work)}
+    for generator in ("real_held_out", "bridge", "ddpm", "deform"):
+        for metric in ("nearest_train_ssim", "nearest_train_ssim_median", "nearest_train_ssim_max",
+                       "nearest_train_corr", "nearest_train_corr_median", "nearest_train_corr_max"):
+            assert np.isfinite(float(metrics[(generator, metric)]["value"])), (generator, metric)
+    for generator in ("bridge", "ddpm", "deform"):
+        above = metrics[(generator, "nearest_train_ssim_above_real")]
+        assert 0.0 <= float(above["value"]) <= 1.0 and above["n"].endswith(" vs 1")
+    assert float(metrics[("ddpm", "nearest_train_ssim_max")]["value"]) == pytest.approx(
+        max(float(row["nearest_ssim"]) for row in table if row["generator"] == "ddpm"))
+
+
 def test_cycle_consistency_reextracts_the_bridge_sample_and_the_real_image(diffusion_run):
     work, result = diffusion_run.work, diffusion_run.result
     assert result.returncode == 0, result.stderr[-4000:]
@@ -175,5 +203,5 @@ def test_report_gathers_training_galleries_and_metrics(diffusion_run):
     html = (work / "report.html").read_text()
     # Categories and captions from report/*.rst, and the evaluation's files embedded.
     for text in ("4. Generators", "5. Evaluation", "bootstrap 95% confidence intervals", "metrics.tsv",
-                 "gallery-ddpm.png", "loss.png"):
+                 "gallery-ddpm.png", "loss.png", "memorisation.tsv", "A generator that copies its training set"):
         assert text in html, text
