@@ -63,7 +63,10 @@ def run_chain(raw_path: Path, template, template_mask, settings: dict, defaults:
         corrected = timed(steps, "n4", n4_correct, denoised, None, 4, (50, 50, 50, 50), 1e-7, None)
         registered = timed(steps, "mni_affine", ants_default_affine, corrected, template)
     else:
-        denoised = timed(steps, "denoise", denoise_rician, raw, pre["denoise"]["method"], pre["denoise"]["strength"])
+        denoise = pre["denoise"]
+        denoised = timed(
+            steps, "denoise", denoise_rician, raw, denoise["method"], denoise["strength"], denoise["head_margin_voxels"]
+        )
         n4 = pre["n4"]
 
         def masked_n4(image):
@@ -127,7 +130,8 @@ def phantom_quality(template, settings: dict, sigma: float, seed: int) -> dict:
     pre = settings["preprocess"]
     n4 = pre["n4"]
     ours = n4_correct(
-        denoise_rician(noisy_img, pre["denoise"]["method"], pre["denoise"]["strength"]), head,
+        denoise_rician(noisy_img, pre["denoise"]["method"], pre["denoise"]["strength"], pre["denoise"]["head_margin_voxels"]),
+        head,
         n4["shrink_factor"], tuple(n4["iterations"]), n4["tolerance"], n4["spline_distance_mm"],
     )
     defaults = n4_correct(denoise_rician(noisy_img, method="ants"), None)
