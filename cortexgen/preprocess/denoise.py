@@ -3,8 +3,8 @@
 Two engines, chosen in config (``preprocess.denoise.method``):
 
 * ``sanlm`` (default): CAT12's spatially adaptive non-local means (cat-surf ``vol_sanlm``).
-  On a Colin27 phantom with Rician noise (sigma 4 % of max) it gave +8.1 dB PSNR in 56 s,
-  against +6.2 dB in 165 s for ANTs' defaults (2-core machine; benchmarks/preprocess.py).
+  On a Colin27 phantom with Rician noise (sigma 4 % of max), filtering the whole field of
+  view, it gave +8.1 dB PSNR in 56 s, against +6.2 dB in 165 s for ANTs' defaults (2-core machine; benchmarks/preprocess.py).
   It filters only the head and a margin around it (:func:`head_support`): libCAT skips
   voxels that are exactly 0, so the air, two thirds of a ds000022 field of view, is zeroed
   for the filter and keeps its raw values after. On ds000022 sub-03 that cut the filter's
