@@ -63,7 +63,10 @@ def run_chain(raw_path: Path, template, template_mask, settings: dict, defaults:
         corrected = timed(steps, "n4", n4_correct, denoised, None, 4, (50, 50, 50, 50), 1e-7, None)
         registered = timed(steps, "mni_affine", ants_default_affine, corrected, template)
     else:
-        denoised = timed(steps, "denoise", denoise_rician, raw, pre["denoise"]["method"], pre["denoise"]["strength"])
+        denoise = pre["denoise"]
+        denoised = timed(
+            steps, "denoise", denoise_rician, raw, denoise["method"], denoise["strength"], denoise["head_margin_voxels"]
+        )
         n4 = pre["n4"]
 
         def masked_n4(image):
@@ -88,6 +91,7 @@ def run_chain(raw_path: Path, template, template_mask, settings: dict, defaults:
     return {
         "steps": steps,
         "total_seconds": round(sum(step["seconds"] for step in steps.values()), 2),
+        "total_cpu_seconds": round(sum(step["cpu_seconds"] for step in steps.values()), 2),
         "peak_rss_mb": max(step["peak_rss_mb"] for step in steps.values()),
         "brain_ml_deepbet": round(float(deepbet_mask.sum()) / 1000.0, 1),
         "brain_ml_template": round(float(template_mask_here.sum()) / 1000.0, 1),
@@ -126,7 +130,8 @@ def phantom_quality(template, settings: dict, sigma: float, seed: int) -> dict:
     pre = settings["preprocess"]
     n4 = pre["n4"]
     ours = n4_correct(
-        denoise_rician(noisy_img, pre["denoise"]["method"], pre["denoise"]["strength"]), head,
+        denoise_rician(noisy_img, pre["denoise"]["method"], pre["denoise"]["strength"], pre["denoise"]["head_margin_voxels"]),
+        head,
         n4["shrink_factor"], tuple(n4["iterations"]), n4["tolerance"], n4["spline_distance_mm"],
     )
     defaults = n4_correct(denoise_rician(noisy_img, method="ants"), None)
@@ -172,6 +177,9 @@ def main() -> None:
         if index < args.defaults_subjects:
             entry["ants_defaults"] = run_chain(scan.path, template, template_mask, settings, defaults=True)
             entry["speedup"] = round(entry["ants_defaults"]["total_seconds"] / entry["cortexgen"]["total_seconds"], 2)
+            entry["cpu_speedup"] = round(
+                entry["ants_defaults"]["total_cpu_seconds"] / entry["cortexgen"]["total_cpu_seconds"], 2
+            )
         subjects[scan.prefix] = entry
         print(f"{scan.prefix}: {json.dumps(entry)}", file=sys.stderr, flush=True)
 
@@ -187,8 +195,16 @@ def main() -> None:
             name: round(statistics.median(s["cortexgen"]["steps"][name]["seconds"] for s in subjects.values()), 2)
             for name in step_names
         },
+        "median_cpu_seconds_per_step": {
+            name: round(statistics.median(s["cortexgen"]["steps"][name]["cpu_seconds"] for s in subjects.values()), 2)
+            for name in step_names
+        },
         "max_peak_rss_mb": max(s["cortexgen"]["peak_rss_mb"] for s in subjects.values()),
         "median_speedup_vs_ants_defaults": round(statistics.median(speedups), 2) if speedups else None,
+        "median_cpu_speedup_vs_ants_defaults": (
+            round(statistics.median(s["cpu_speedup"] for s in subjects.values() if "cpu_speedup" in s), 2)
+            if speedups else None
+        ),
         "brain_ml_deepbet_range": [
             min(s["cortexgen"]["brain_ml_deepbet"] for s in subjects.values()),
             max(s["cortexgen"]["brain_ml_deepbet"] for s in subjects.values()),

@@ -15,6 +15,7 @@ rule denoise:
         max_voxel_size_mm=config["preprocess"]["max_voxel_size_mm"],
         method=config["preprocess"]["denoise"]["method"],
         strength=config["preprocess"]["denoise"]["strength"],
+        head_margin_voxels=config["preprocess"]["denoise"]["head_margin_voxels"],
     log:
         "logs/denoise/{subdir}/{scan}.log",
     benchmark:

@@ -114,3 +114,28 @@ def test_looks_skull_stripped(full_size_brain, full_size_head):
     assert looks_skull_stripped(full_size_brain.img, max_volume_ml=1000.0) is False
     # Too few exact zeros.
     assert looks_skull_stripped(full_size_brain.img, min_zero_fraction=0.9) is False
+
+
+def test_n4_with_the_shipped_settings(biased_case, phantom_lib):
+    """config.yaml's N4 (6x shrink, 4 levels of 25 iterations) corrects as well as ANTs'
+    defaults and takes less of the anatomy for bias. Measured: CV 0.102 -> 0.026 (defaults
+    0.030), residual slope 0.00029 per voxel (0.00021), nucleus/brain 1.295 (1.248; truth 1.388)."""
+    import yaml
+
+    from tests.conftest import REPO
+
+    n4 = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["preprocess"]["n4"]
+    corrected = n4_correct(
+        biased_case["img"], biased_case["mask"], shrink_factor=n4["shrink_factor"], iterations=tuple(n4["iterations"]),
+        tolerance=n4["tolerance"], spline_distance_mm=n4["spline_distance_mm"],
+    )
+    data, region = np.asarray(corrected.dataobj), biased_case["region"]
+    before = _cv(np.asarray(biased_case["img"].dataobj)[region])
+    assert _cv(data[region]) < 0.4 * before
+    assert abs(_log_slope(data, region)) < 0.1 * _log_slope(np.asarray(biased_case["img"].dataobj), region)
+    nucleus = ndimage.binary_erosion(biased_case["phantom"].labels == phantom_lib.NUCLEUS)
+    ratio = np.median(data[nucleus]) / np.median(data[region])
+    default_ratio = np.median(np.asarray(biased_case["corrected"].dataobj)[nucleus]) / np.median(
+        np.asarray(biased_case["corrected"].dataobj)[region]
+    )
+    assert ratio > default_ratio
