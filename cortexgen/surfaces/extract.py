@@ -13,7 +13,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from cortexgen.surfaces.fit import FitSettings, fit_to_level, flow_to_targets, sample_at
+from cortexgen.surfaces.fit import FitSettings, fit_to_level, flow_to_targets, refine_to_level, sample_at
 from cortexgen.surfaces.mesh import (
     Mesh,
     count_self_intersections,
@@ -181,20 +181,24 @@ def keep_out(mesh: Mesh, forbidden: np.ndarray, affine: np.ndarray, anchors: np.
 
 
 def _repaired_and_kept_out(mesh: Mesh, repair: bool, forbidden: np.ndarray | None, affine: np.ndarray,
-                           cortex: np.ndarray, reference: Mesh | None = None, rounds: int = 3) -> Mesh:
+                           cortex: np.ndarray, reference: Mesh | None = None, rounds: int = 3,
+                           fallback: Mesh | None = None) -> Mesh:
     """Cortex vertices kept out of ``forbidden`` and self-intersections repaired.
 
     Each can undo the other (the repair may move a vertex back in, and pulling one out may
     make a crossing), so they alternate until neither has anything left to do, at most
     ``rounds`` repairs; a crossing left then is the QC's to flag. ``reference``: the repair's
-    fallback mesh and keep_out's anchors (the white mesh for the pial one).
+    fallback mesh and keep_out's anchors (the white mesh for the pial one); ``fallback``: a
+    crossing-free mesh the repair alone retreats towards (the flowed white mesh for the
+    refined one), when it differs from ``reference``.
     """
     anchors = None if reference is None else reference.vertices
+    fallback = reference if fallback is None else fallback
     for _ in range(rounds):
         if forbidden is not None:
             mesh = keep_out(mesh, forbidden, affine, anchors=anchors, cortex=cortex)
         # The repair counts the crossings itself and returns the mesh unchanged when there are none.
-        repaired = repair_self_intersections(mesh, reference=reference) if repair else mesh
+        repaired = repair_self_intersections(mesh, reference=fallback) if repair else mesh
         if repaired is mesh:
             return mesh
         mesh = repaired
@@ -208,6 +212,10 @@ def fit_hemisphere(white: Mesh, cortex: np.ndarray, tissue: TissueMaps, affine: 
                    thickness_smoothing: int = 2, repair: bool = True,
                    forbidden: np.ndarray | None = None) -> HemisphereSurfaces:
     """Fit the white mesh to WM = 0.5, then build the pial mesh outwards from it.
+
+    The white mesh is fitted by the smooth, invertible flow and then, vertex by vertex, by
+    CAT12's deformable model (``settings.refine_iterations``), which reaches the fundi and the
+    thin WM blades the flow cuts across; the crossings that makes are repaired.
 
     Args:
         white: the template's white mesh already carried onto the subject.
@@ -232,8 +240,13 @@ def fit_hemisphere(white: Mesh, cortex: np.ndarray, tissue: TissueMaps, affine: 
     vertex order, and the reported thickness is the distance the vertex actually moved.
     """
     cortex = np.asarray(cortex, dtype=bool)
-    white_fit = fit_to_level(white, tissue.wm, affine, 0.5, settings, frozen=~cortex)
-    white_fit = _repaired_and_kept_out(white_fit, repair, forbidden, affine, cortex)
+    flowed = fit_to_level(white, tissue.wm, affine, 0.5, settings, frozen=~cortex)
+    white_fit = flowed
+    if settings.refine_iterations:
+        white_fit = refine_to_level(flowed, tissue.wm, affine, 0.5, settings.refine_iterations, frozen=~cortex)
+    # The invertible flow leaves (almost) no crossings, so what the repair cannot smooth away
+    # retreats towards it.
+    white_fit = _repaired_and_kept_out(white_fit, repair, forbidden, affine, cortex, fallback=flowed)
     normals = smoothed_normals(white_fit)
     measured = profile_thickness(white_fit, normals, tissue, affine, max_thickness_mm)
     known = np.isfinite(measured) & cortex

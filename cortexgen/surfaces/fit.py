@@ -31,6 +31,9 @@ class FitSettings:
             displacement field in space. Two sheets closer than about this share one
             motion, which is what keeps them from passing through each other.
         field_spacing_mm: voxel size of that field.
+        refine_iterations: rounds of CAT12's deformable model (:func:`refine_to_level`) run
+            on the white mesh after the flow; 0: none. The flow is smooth over ``sigma_mm``
+            and so cuts across gyral WM blades and sulcal fundi narrower than that.
     """
 
     search_mm: float = 3.0
@@ -39,6 +42,7 @@ class FitSettings:
     rate: float = 0.5
     sigma_mm: float = 3.0
     field_spacing_mm: float = 2.0
+    refine_iterations: int = 75
 
     @classmethod
     def from_config(cls, section: dict) -> FitSettings:
@@ -157,6 +161,31 @@ def fit_to_level(
         found = np.isfinite(offsets) & seek
         moves = np.where(found, settings.rate * np.nan_to_num(offsets), 0.0)[:, None] * normals
         vertices = _flow_step(vertices, moves, found.astype(np.float64), settings)
+    return mesh.with_vertices(vertices)
+
+
+def refine_to_level(mesh: Mesh, fraction: np.ndarray, affine: np.ndarray, level: float, iterations: int,
+                    frozen: np.ndarray | None = None) -> Mesh:
+    """``mesh`` moved vertex by vertex onto the ``level`` isosurface of ``fraction`` (CAT12's
+    deformable surface model, ``CAT_SurfDeform`` via cat-surf, its default weights).
+
+    Unlike :func:`fit_to_level` each vertex follows its own boundary, so the mesh reaches into
+    WM blades and sulcal fundi a few mm wide. It may make the mesh cross itself where two
+    sheets are closer than a vertex spacing: the caller repairs that. Same faces and vertex
+    order; ``frozen`` (V,) bool vertices (the medial wall) stay where they were.
+
+    Args:
+        mesh: world mm, already near the isosurface (after :func:`fit_to_level`).
+        fraction: (X, Y, Z) tissue fraction, high inside; affine: (4, 4) voxel → world mm.
+    """
+    import cat_surf
+    import nibabel as nib
+
+    volume = nib.Nifti1Image(np.asarray(fraction, dtype=np.float32), np.asarray(affine, dtype=np.float64))
+    vertices, _ = cat_surf.surf_deform(mesh.vertices, mesh.faces, volume, isovalue=level, iterations=iterations)
+    if frozen is not None:
+        frozen = np.asarray(frozen, dtype=bool)
+        vertices[frozen] = mesh.vertices[frozen]
     return mesh.with_vertices(vertices)
 
 

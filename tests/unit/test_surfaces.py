@@ -98,6 +98,51 @@ def test_white_pial_and_thickness_on_a_shell(shell):
     assert count_self_intersections(result.pial) == 0
 
 
+def wavy_white_matter(amplitude_mm: float, wavelength_mm: float = 6.0) -> tuple[np.ndarray, np.ndarray]:
+    """A slab of WM whose top is z = amplitude * sin(2 pi x / wavelength), under 2.5 mm of GM
+    and CSF, on a 1 mm grid centred on the origin: (label (48, 40, 56), affine)."""
+    from scipy import ndimage
+
+    shape = (48, 40, 56)
+    affine = np.eye(4)
+    affine[:3, 3] = -(np.asarray(shape) - 1) / 2
+    points = np.indices(shape, dtype=np.float64).transpose(1, 2, 3, 0) + affine[:3, 3]
+    inner = (np.abs(points) < [18.0, 14.0, 18.0]).all(axis=-1)
+    wm = inner & (points[..., 2] < amplitude_mm * np.sin(2 * np.pi * points[..., 0] / wavelength_mm))
+    gm = inner & ~wm & (ndimage.distance_transform_edt(~wm) <= 2.5)
+    label = np.where((np.abs(points) < [21.0, 17.0, 21.0]).all(axis=-1), 1.0, 0.0).astype(np.float32)
+    label[gm], label[wm] = 2.0, 3.0
+    return label, affine
+
+
+def test_white_refinement_follows_folds_narrower_than_the_flow():
+    """Folds 6 mm apart (2 mm amplitude) are narrower than the 3 mm flow: it stays on a
+    smoothed boundary; CAT12's per-vertex deformable model after it lands on the true one."""
+    from scipy import ndimage
+    from skimage.measure import marching_cubes
+
+    from cortexgen.surfaces.mesh import voxel_to_world
+    from cortexgen.surfaces.qc import isosurface_distance
+
+    label, affine = wavy_white_matter(2.0)
+    flat, _ = wavy_white_matter(0.0)
+    vertices, faces, _, _ = marching_cubes(ndimage.gaussian_filter((flat >= 2.5).astype(np.float32), 1.0), 0.5)
+    start = Mesh(voxel_to_world(vertices.astype(np.float64), affine), faces[:, ::-1].astype(np.int64))
+    tissue = tissue_from_label(label)
+    cortex = np.ones(len(start.vertices), dtype=bool)
+    top = (np.abs(start.vertices[:, 0]) < 12) & (np.abs(start.vertices[:, 1]) < 10) & (start.vertices[:, 2] > -6)
+
+    def boundary_distance(refine_iterations: int) -> np.ndarray:
+        settings = FitSettings(refine_iterations=refine_iterations)
+        white = fit_hemisphere(start, cortex, tissue, affine, settings).white
+        assert count_self_intersections(white) == 0
+        return isosurface_distance(white, tissue.wm, affine, 0.5)[top]
+
+    assert np.percentile(boundary_distance(0), 95) > 1.0
+    refined = boundary_distance(75)
+    assert np.median(refined) < 0.2 and np.percentile(refined, 95) < 0.4
+
+
 def test_medial_wall_has_zero_thickness(shell):
     tissue, affine = shell
     start = icosphere(4, 21.0, tuple(CENTRE))
