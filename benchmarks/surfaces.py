@@ -85,7 +85,7 @@ def central_surface_distances(midthickness, cortex, label, hemi_label_values, pa
 
 
 def run_subject(brain_path: Path, mask_path: Path, grid_path: Path, xfm_path: Path, template, settings: dict,
-                unpartitioned: bool, reference: bool, save_dir: Path | None) -> tuple[dict, dict]:
+                unpartitioned: bool, reference: bool, save_dir: Path | None, workers: int = 1) -> tuple[dict, dict]:
     """Run the surface stage on one preprocessed brain; the steps' cost, QC rows and comparisons,
     and the midthickness vertices and thickness per hemisphere (for the shape model)."""
     import ants
@@ -117,7 +117,7 @@ def run_subject(brain_path: Path, mask_path: Path, grid_path: Path, xfm_path: Pa
     surface_args = (tissue, affine, template, WarpSettings.from_config(settings["warp"]),
                     FitSettings.from_config(settings["fit"]), settings["max_thickness_mm"],
                     settings["repair_self_intersections"])
-    results = timed(steps, "surfaces", extract_surfaces, *surface_args, partition=partition)
+    results = timed(steps, "surfaces", extract_surfaces, *surface_args, partition=partition, workers=workers)
     grid = nib.load(grid_path)
     volumes = timed(steps, "surface_sdf", condition_volumes, [r.white for r in results.values()],
                     [r.pial for r in results.values()], grid.shape[:3], grid.affine, clip_mm=settings["sdf_clip_mm"])
@@ -221,6 +221,7 @@ def main() -> None:
             args.unpartitioned,
             index < args.reference_subjects,
             args.save_surfaces,
+            args.threads,
         )
         subjects[prefix] = entry
         print(f"{prefix}: {json.dumps(entry)}", file=sys.stderr, flush=True)

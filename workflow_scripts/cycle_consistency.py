@@ -45,6 +45,7 @@ with job_log(snakemake.log[0]) as log:
          "max_thickness_mm": snakemake.params.max_thickness_mm,
          "repair_self_intersections": snakemake.params.repair},
         mask_threshold=snakemake.params.mask["threshold"], mask_smoothing_mm=snakemake.params.mask["smoothing_mm"],
+        workers=snakemake.threads,
     )
     row = {"condition": label, "status": "ok"}
     try:

@@ -37,6 +37,7 @@ with job_log(snakemake.log[0], source=snakemake.input.gm) as log:
         snakemake.params.max_thickness_mm,
         repair=snakemake.params.repair,
         partition=partition,
+        workers=snakemake.threads,
     )
     for i, hemi in enumerate(hemis):
         result = surfaces[hemi]

@@ -217,6 +217,7 @@ class CycleSettings:
             this (images in [0, 1] with background ~0; normalised CSF sits at ~0.1-0.3).
         mask_smoothing_mm: Gaussian sigma (mm) of that smoothing, which keeps noise specks
             in the background out and dark CSF voxels at the brain's edge in.
+        workers: hemispheres fitted at once (the job's threads; see ``extract_surfaces``).
     """
 
     segment: SegmentSettings = field(default_factory=SegmentSettings)
@@ -227,6 +228,7 @@ class CycleSettings:
     repair: bool = True
     mask_threshold: float = 0.1
     mask_smoothing_mm: float = 1.0
+    workers: int = 1
 
     @classmethod
     def from_config(cls, surfaces: dict, **overrides) -> CycleSettings:
@@ -465,7 +467,7 @@ def cycle_consistency(
                                                                          settings.partition)
     surfaces = extract_surfaces(
         tissue, tissue_affine, template, settings.warp, settings.fit, settings.max_thickness_mm, settings.repair,
-        partition=partition,
+        partition=partition, workers=settings.workers,
     )
 
     metrics: dict[str, float] = {}

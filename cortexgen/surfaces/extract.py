@@ -7,7 +7,10 @@ the template's faces and vertex order, so vertex i is the same place on every su
 
 from __future__ import annotations
 
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
 import nibabel as nib
 import numpy as np
@@ -278,6 +281,7 @@ def extract_surfaces(
     max_thickness_mm: float = 5.0,
     repair: bool = True,
     partition: np.ndarray | None = None,
+    workers: int = 1,
 ) -> dict[str, HemisphereSurfaces]:
     """White, pial, midthickness and thickness of both hemispheres of one subject.
 
@@ -290,15 +294,28 @@ def extract_surfaces(
             matter and ventricles filled as WM) and each hemisphere is fitted to its own side, so
             no surface can reach the cerebellum, the brainstem or the other hemisphere. None:
             the whole tissue (phantoms without a hindbrain).
+        workers: hemispheres fitted at once, each in a forked process (the fit holds the GIL,
+            so threads would not overlap); 1, or a platform without fork: one after the other.
+            The result does not depend on it.
         The rest: see :func:`fit_hemisphere`.
     """
     voxel_size = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
     cerebrum = tissue if partition is None else cortex_tissue(tissue, partition, voxel_size)
     forbidden = None if partition is None else partition == HINDBRAIN
     warp = register_labels(template.label, nib.Nifti1Image(cerebrum.label, affine), warp_settings, template.mask)
-    return {
-        hemi: fit_hemisphere(meshes.white.with_vertices(warp.map(meshes.white.vertices)), meshes.cortex,
-                             tissue if partition is None else cortex_tissue(tissue, partition, voxel_size, hemi),
-                             affine, fit_settings, max_thickness_mm, repair=repair, forbidden=forbidden)
+    jobs = {
+        hemi: (meshes.white.with_vertices(warp.map(meshes.white.vertices)), meshes.cortex,
+               tissue if partition is None else cortex_tissue(tissue, partition, voxel_size, hemi),
+               affine, fit_settings, max_thickness_mm)
         for hemi, meshes in template.hemispheres.items()
     }
+    fit = partial(fit_hemisphere, repair=repair, forbidden=forbidden)
+    workers = min(int(workers), len(jobs))
+    if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+        return {hemi: fit(*args) for hemi, args in jobs.items()}
+    # fork, not spawn: a spawned child re-runs the __main__ module, which for a Snakemake
+    # rule is the whole script; nothing the children call (cat-surf, numpy, libigl) keeps a
+    # thread pool that a fork would break.
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        futures = {hemi: pool.submit(fit, *args) for hemi, args in jobs.items()}
+        return {hemi: future.result() for hemi, future in futures.items()}

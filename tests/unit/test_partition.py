@@ -157,6 +157,35 @@ def test_no_surface_enters_a_cerebellum_under_the_cortex():
     assert abs(np.median(kept.thickness[top]) - 2.5) < 0.3
 
 
+def test_hemispheres_fitted_in_parallel_match_the_serial_fit():
+    """Two shell "hemispheres" side by side: fitted in two forked processes, every vertex and
+    thickness is what the one-after-the-other fit gives."""
+    affine, points = world_grid((88, 48, 48))
+    centres = {"L": np.array([-21.0, 0.3, -0.2]), "R": np.array([21.0, -0.3, 0.2])}
+    label = np.zeros(points.shape[:3], dtype=np.float32)
+    for centre in centres.values():
+        label[ball(points, centre, 17.5)] = 1.0
+    for centre in centres.values():
+        label[ball(points, centre, 15.0)] = 2.0
+        label[ball(points, centre, 12.5)] = 3.0
+    sphere = icosphere(3, 1.0)
+    hemispheres = {hemi: HemisphereMeshes(white=Mesh(c + 12.5 * sphere.vertices, sphere.faces),
+                                          pial=Mesh(c + 15.0 * sphere.vertices, sphere.faces),
+                                          cortex=np.ones(len(sphere.vertices), dtype=bool))
+                   for hemi, c in centres.items()}
+    template_label = synthetic_label(hemispheres, label.shape, affine, csf_margin_mm=2.5)
+    template = SurfaceTemplate(hemispheres=hemispheres, label=nib.Nifti1Image(template_label, affine),
+                               mask=nib.Nifti1Image((template_label > 0).astype(np.uint8), affine))
+    settings = (WarpSettings(resolution_mm=3.0, iterations=(10, 0, 0)), FitSettings(refine_iterations=10))
+    serial = extract_surfaces(tissue_from_label(label), affine, template, *settings, workers=1)
+    parallel = extract_surfaces(tissue_from_label(label), affine, template, *settings, workers=2)
+    for hemi in ("L", "R"):
+        np.testing.assert_array_equal(parallel[hemi].white.vertices, serial[hemi].white.vertices)
+        np.testing.assert_array_equal(parallel[hemi].pial.vertices, serial[hemi].pial.vertices)
+        np.testing.assert_array_equal(parallel[hemi].thickness, serial[hemi].thickness)
+        assert abs(np.median(serial[hemi].thickness) - 2.5) < 0.3
+
+
 def test_keep_out_pulls_vertices_back_to_their_anchor():
     affine, points = world_grid((40, 40, 40))
     forbidden = points[..., 2] < -5.0  # everything below z = -5 (voxel centres at ...-5.5, -4.5...)
