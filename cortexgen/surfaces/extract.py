@@ -211,8 +211,7 @@ def _repaired_and_kept_out(mesh: Mesh, repair: bool, forbidden: np.ndarray | Non
 
 
 def fit_hemisphere(white: Mesh, cortex: np.ndarray, tissue: TissueMaps, affine: np.ndarray,
-                   settings: FitSettings, max_thickness_mm: float = 5.0,
-                   thickness_smoothing: int = 2, repair: bool = True,
+                   settings: FitSettings, max_thickness_mm: float = 5.0, repair: bool = True,
                    forbidden: np.ndarray | None = None) -> HemisphereSurfaces:
     """Fit the white mesh to WM = 0.5, then build the pial mesh outwards from it.
 
@@ -226,7 +225,6 @@ def fit_hemisphere(white: Mesh, cortex: np.ndarray, tissue: TissueMaps, affine: 
         tissue: the subject's tissue fractions on the grid of ``affine``.
         settings: the isosurface fit of the white surface.
         max_thickness_mm: the farthest the pial surface is looked for.
-        thickness_smoothing: neighbour-averaging rounds applied to the thickness.
         repair: remove any self-intersections left in the white and pial meshes.
         forbidden: (X, Y, Z) bool on the tissue's grid, where no cortex vertex may end up
             (the cerebellum and brainstem): sub-voxel overshoots there are pulled back
@@ -258,7 +256,9 @@ def fit_hemisphere(white: Mesh, cortex: np.ndarray, tissue: TissueMaps, affine: 
     weight = smooth_values(known.astype(np.float64), mean_op, 10)
     filled = smooth_values(np.where(known, measured, 0.0), mean_op, 10) / np.maximum(weight, 1e-9)
     thickness = np.where(known, measured, np.where(weight > 1e-9, filled, 0.0))
-    thickness = np.clip(smooth_values(thickness, mean_op, thickness_smoothing), 0.0, max_thickness_mm)
+    # Not smoothed: averaging over neighbours pulled the pial surface off the boundary where
+    # thickness changes (sub-01 L: pial median 0.18 -> 0.05 mm, p95 1.16 -> 1.02 mm without).
+    thickness = np.clip(thickness, 0.0, max_thickness_mm)
     thickness[~cortex] = 0.0
     targets = white_fit.vertices + thickness[:, None] * normals
     flowed = flow_to_targets(white_fit, targets, settings).vertices
