@@ -241,13 +241,13 @@ def fit_hemisphere(white: Mesh, cortex: np.ndarray, tissue: TissueMaps, affine: 
     vertex order, and the reported thickness is the distance the vertex actually moved.
     """
     cortex = np.asarray(cortex, dtype=bool)
-    flowed = fit_to_level(white, tissue.wm, affine, 0.5, settings, frozen=~cortex)
-    white_fit = flowed
+    white_flowed = fit_to_level(white, tissue.wm, affine, 0.5, settings, frozen=~cortex)
+    white_fit = white_flowed
     if settings.refine_iterations:
-        white_fit = refine_to_level(flowed, tissue.wm, affine, 0.5, settings.refine_iterations, frozen=~cortex)
+        white_fit = refine_to_level(white_flowed, tissue.wm, affine, 0.5, settings.refine_iterations, frozen=~cortex)
     # The invertible flow leaves (almost) no crossings, so what the repair cannot smooth away
     # retreats towards it.
-    white_fit = _repaired_and_kept_out(white_fit, repair, forbidden, affine, cortex, fallback=flowed)
+    white_fit = _repaired_and_kept_out(white_fit, repair, forbidden, affine, cortex, fallback=white_flowed)
     normals = smoothed_normals(white_fit)
     measured = profile_thickness(white_fit, normals, tissue, affine, max_thickness_mm)
     known = np.isfinite(measured) & cortex
