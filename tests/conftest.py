@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -18,6 +19,14 @@ requires_shared = pytest.mark.skipif(
     not DS000022.is_dir(),
     reason=f"{DS000022} is absent: the full ds000022 cohort lives outside the repository (../shared/data)",
 )
+
+
+def world_grid(shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """A 1 mm grid of ``shape`` centred on the origin: (affine (4, 4), world points (X, Y, Z, 3) mm)."""
+    affine = np.eye(4)
+    affine[:3, 3] = -(np.asarray(shape) - 1) / 2
+    points = np.indices(shape, dtype=np.float64).transpose(1, 2, 3, 0) + affine[:3, 3]
+    return affine, points
 
 
 def demo_config(**overrides) -> dict:

@@ -23,16 +23,9 @@ from cortexgen.surfaces.qc import vertices_inside
 from cortexgen.surfaces.segment import tissue_from_label
 from cortexgen.surfaces.template import HemisphereMeshes, SurfaceTemplate, synthetic_label
 from cortexgen.surfaces.warp import WarpSettings
+from tests.conftest import world_grid
 
 SHAPE = (72, 56, 72)
-
-
-def world_grid(shape=SHAPE) -> tuple[np.ndarray, np.ndarray]:
-    """A 1 mm grid centred on the origin: (affine, world points (X, Y, Z, 3))."""
-    affine = np.eye(4)
-    affine[:3, 3] = -(np.asarray(shape) - 1) / 2
-    points = np.indices(shape, dtype=np.float64).transpose(1, 2, 3, 0) + affine[:3, 3]
-    return affine, points
 
 
 def ball(points: np.ndarray, centre, radius: float) -> np.ndarray:
@@ -47,7 +40,7 @@ def phantom_brain():
     the WM. The "atlas" holds the true IBSR labels shifted by (2, 2, 2) mm, the kind of error a
     registration leaves at the tentorium, which is thinner than that.
     """
-    affine, points = world_grid()
+    affine, points = world_grid(SHAPE)
     label = np.zeros(SHAPE, dtype=np.float32)
     atlas = np.zeros(SHAPE, dtype=np.int16)
     truth = np.zeros(SHAPE, dtype=np.uint8)

@@ -12,6 +12,7 @@ from cortexgen.surfaces.mesh import Mesh, count_self_intersections, euler_charac
 from cortexgen.surfaces.segment import segment_tissue, tissue_from_fractions, tissue_from_label
 from cortexgen.surfaces.template import HemisphereMeshes, SurfaceTemplate, load_fsaverage, synthetic_label
 from cortexgen.surfaces.warp import WarpSettings
+from tests.conftest import world_grid
 
 WHITE_R, PIAL_R = 20.0, 22.5
 CENTRE = np.array([0.3, -0.4, 0.2])  # off the voxel grid on purpose
@@ -103,10 +104,7 @@ def wavy_white_matter(amplitude_mm: float, wavelength_mm: float = 6.0) -> tuple[
     and CSF, on a 1 mm grid centred on the origin: (label (48, 40, 56), affine)."""
     from scipy import ndimage
 
-    shape = (48, 40, 56)
-    affine = np.eye(4)
-    affine[:3, 3] = -(np.asarray(shape) - 1) / 2
-    points = np.indices(shape, dtype=np.float64).transpose(1, 2, 3, 0) + affine[:3, 3]
+    affine, points = world_grid((48, 40, 56))
     inner = (np.abs(points) < [18.0, 14.0, 18.0]).all(axis=-1)
     wm = inner & (points[..., 2] < amplitude_mm * np.sin(2 * np.pi * points[..., 0] / wavelength_mm))
     gm = inner & ~wm & (ndimage.distance_transform_edt(~wm) <= 2.5)
