@@ -2,7 +2,7 @@
 #
 #   snakemake --cores all                      # the embedded demo
 #   snakemake --profile profiles/slurm         # on a SLURM cluster
-#   snakemake --until normalize --cores all    # stop after a stage (or surface_sdf, make_shape, evaluate)
+#   snakemake --until preprocess --cores all   # stop after a stage (or surface_sdf, make_shape, evaluate)
 #   snakemake --dry-run                        # show what would run
 
 import os

@@ -34,7 +34,7 @@ rule deform_template:
 
 rule deformation_field:
     input:
-        image=rules.normalize.output.image,
+        image=rules.preprocess.output.image,
         template=rules.deform_template.output.image,
     output:
         field=f"{DEFORM}/{{subdir}}/anat/{{scan}}_from-{SPACE}_to-T1w_res-{RES}_desc-displacement_xfm.nii.gz",

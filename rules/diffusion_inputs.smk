@@ -18,7 +18,7 @@ def generator_inputs(model):
     (see cortexgen.planning.generator_files)."""
 
     def inputs(wildcards):
-        patterns = {"image": rules.normalize.output.image, "field": rules.deformation_field.output.field}
+        patterns = {"image": rules.preprocess.output.image, "field": rules.deformation_field.output.field}
         patterns.update({role: scan_pattern for role, (scan_pattern, _) in condition_patterns().items()})
         return planning.generator_files(model, TRAIN_SCANS, VALIDATION_SCANS,
                                         config["diffusion"]["bridge"]["conditions"], patterns)
@@ -30,7 +30,7 @@ def bridge_conditions():
     """What the bridge samples from: [{id, label, kind, real, <role>: path}] (see
     cortexgen.planning.bridge_conditions)."""
     return planning.bridge_conditions(HELD_OUT_SCANS, SHAPE_SPECS, config["diffusion"]["bridge"],
-                                      config["split"]["seed"], rules.normalize.output.image, condition_patterns())
+                                      config["split"]["seed"], rules.preprocess.output.image, condition_patterns())
 
 
 def condition_path(item, role):

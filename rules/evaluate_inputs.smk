@@ -73,12 +73,12 @@ def evaluation_subject_files(wildcards):
     unseen = planning.seeded_subset(HELD_OUT_SCANS, config["evaluate"]["max_reference_images"],
                                     config["split"]["seed"])
     return {
-        "reference": scans_paths(rules.normalize.output.image, reference_scans()),
-        "held_out_images": scans_paths(rules.normalize.output.image, paired),
-        "held_out_masks": scans_paths(rules.normalize.output.mask, paired),
-        "train_images": scans_paths(rules.normalize.output.image, TRAIN_SCANS),
-        "train_masks": scans_paths(rules.normalize.output.mask, TRAIN_SCANS),
-        "unseen_images": scans_paths(rules.normalize.output.image, unseen),
+        "reference": scans_paths(rules.preprocess.output.image, reference_scans()),
+        "held_out_images": scans_paths(rules.preprocess.output.image, paired),
+        "held_out_masks": scans_paths(rules.preprocess.output.image_mask, paired),
+        "train_images": scans_paths(rules.preprocess.output.image, TRAIN_SCANS),
+        "train_masks": scans_paths(rules.preprocess.output.image_mask, TRAIN_SCANS),
+        "unseen_images": scans_paths(rules.preprocess.output.image, unseen),
     }
 
 

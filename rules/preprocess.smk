@@ -1,146 +1,58 @@
-# Preprocessing, one rule per step:
-# raw T1w -> denoise -> n4 -> mni_affine -> skullstrip -> normalize (+ qc_preproc).
+# Preprocessing, one job per head (cortexgen/preprocess/chain.py), every intermediate written:
+# raw T1w -> denoise, N4 -> affine to MNI -> skull strip -> normalize (+ qc_preproc).
 
 # Derivatives: results/<stage>/<sub>/[<ses>/]anat/<prefix>_<entities>_<suffix>
 PREPROC = "results/preproc/{subdir}/anat/{scan}"
 
 
-rule denoise:
+rule preprocess:
     input:
         raw=raw_t1w_input,
-    output:
-        denoised=f"{PREPROC}_desc-denoised_T1w.nii.gz",
-    params:
-        raw=raw_t1w_path,
-        max_voxel_size_mm=config["preprocess"]["max_voxel_size_mm"],
-        method=config["preprocess"]["denoise"]["method"],
-        strength=config["preprocess"]["denoise"]["strength"],
-        head_margin_voxels=config["preprocess"]["denoise"]["head_margin_voxels"],
-    log:
-        "logs/denoise/{subdir}/{scan}.log",
-    benchmark:
-        "results/benchmarks/denoise/{subdir}/{scan}.tsv"
-    threads: rule_resources("denoise")["threads"]
-    resources:
-        mem_mb=rule_resources("denoise")["mem_mb"],
-        runtime=rule_resources("denoise")["runtime"],
-    conda:
-        "../envs/cortexgen.yaml"
-    script:
-        "../workflow_scripts/denoise.py"
-
-
-rule n4:
-    input:
-        denoised=rules.denoise.output.denoised,
-    output:
-        corrected=f"{PREPROC}_desc-n4_T1w.nii.gz",
-        head_mask=f"{PREPROC}_desc-head_mask.nii.gz",
-    params:
-        n4=config["preprocess"]["n4"],
-    log:
-        "logs/n4/{subdir}/{scan}.log",
-    benchmark:
-        "results/benchmarks/n4/{subdir}/{scan}.tsv"
-    threads: rule_resources("n4")["threads"]
-    resources:
-        mem_mb=rule_resources("n4")["mem_mb"],
-        runtime=rule_resources("n4")["runtime"],
-    conda:
-        "../envs/cortexgen.yaml"
-    script:
-        "../workflow_scripts/n4.py"
-
-
-rule mni_affine:
-    input:
-        corrected=rules.n4.output.corrected,
         template=config["preprocess"]["template"],
         template_brain_mask=config["preprocess"]["template_brain_mask"],
     output:
+        denoised=f"{PREPROC}_desc-denoised_T1w.nii.gz",
+        corrected=f"{PREPROC}_desc-n4_T1w.nii.gz",
+        head_mask=f"{PREPROC}_desc-head_mask.nii.gz",
         head=f"{PREPROC}_space-{SPACE}_desc-head_T1w.nii.gz",
         xfm=f"{PREPROC}_from-T1w_to-{SPACE}_mode-image_xfm.mat",
-    params:
-        registration=config["preprocess"]["registration"],
-        skullstripped_max_volume_ml=config["preprocess"]["skullstripped_max_volume_ml"],
-    log:
-        "logs/mni_affine/{subdir}/{scan}.log",
-    benchmark:
-        "results/benchmarks/mni_affine/{subdir}/{scan}.tsv"
-    threads: rule_resources("mni_affine")["threads"]
-    resources:
-        mem_mb=rule_resources("mni_affine")["mem_mb"],
-        runtime=rule_resources("mni_affine")["runtime"],
-    conda:
-        "../envs/cortexgen.yaml"
-    script:
-        "../workflow_scripts/mni_affine.py"
-
-
-rule skullstrip:
-    input:
-        head=rules.mni_affine.output.head,
-        template_brain_mask=config["preprocess"]["template_brain_mask"],
-    output:
         brain=f"{PREPROC}_space-{SPACE}_desc-brain_T1w.nii.gz",
-        mask=f"{PREPROC}_space-{SPACE}_desc-brain_mask.nii.gz",
-    params:
-        skullstrip=config["preprocess"]["skullstrip"],
-    log:
-        "logs/skullstrip/{subdir}/{scan}.log",
-    benchmark:
-        "results/benchmarks/skullstrip/{subdir}/{scan}.tsv"
-    threads: rule_resources("skullstrip")["threads"]
-    resources:
-        mem_mb=rule_resources("skullstrip")["mem_mb"],
-        runtime=rule_resources("skullstrip")["runtime"],
-    conda:
-        "../envs/cortexgen.yaml"
-    script:
-        "../workflow_scripts/skullstrip.py"
-
-
-rule normalize:
-    input:
-        brain=rules.skullstrip.output.brain,
-        mask=rules.skullstrip.output.mask,
-    output:
+        brain_mask=f"{PREPROC}_space-{SPACE}_desc-brain_mask.nii.gz",
         image=f"{PREPROC}_space-{SPACE}_res-{RES}_desc-preproc_T1w.nii.gz",
-        mask=f"{PREPROC}_space-{SPACE}_res-{RES}_desc-brain_mask.nii.gz",
+        image_mask=f"{PREPROC}_space-{SPACE}_res-{RES}_desc-brain_mask.nii.gz",
         # BIDS asks for a sidecar saying what a res- label means.
         image_json=f"{PREPROC}_space-{SPACE}_res-{RES}_desc-preproc_T1w.json",
-        mask_json=f"{PREPROC}_space-{SPACE}_res-{RES}_desc-brain_mask.json",
+        image_mask_json=f"{PREPROC}_space-{SPACE}_res-{RES}_desc-brain_mask.json",
     params:
         raw=raw_t1w_path,
         bids_dir=config["bids_dir"],
         space=SPACE,
-        shape=config["preprocess"]["shape"],
-        percentiles=config["preprocess"]["normalize"]["percentiles"],
+        preprocess=config["preprocess"],
     log:
-        "logs/normalize/{subdir}/{scan}.log",
+        "logs/preprocess/{subdir}/{scan}.log",
     benchmark:
-        "results/benchmarks/normalize/{subdir}/{scan}.tsv"
-    threads: rule_resources("normalize")["threads"]
+        "results/benchmarks/preprocess/{subdir}/{scan}.tsv"
+    threads: rule_resources("preprocess")["threads"]
     resources:
-        mem_mb=rule_resources("normalize")["mem_mb"],
-        runtime=rule_resources("normalize")["runtime"],
+        mem_mb=rule_resources("preprocess")["mem_mb"],
+        runtime=rule_resources("preprocess")["runtime"],
     conda:
         "../envs/cortexgen.yaml"
     script:
-        "../workflow_scripts/normalize.py"
+        "../workflow_scripts/preprocess.py"
 
 
 rule qc_preproc:
     input:
         raw=raw_t1w_input,
-        denoised=scan_file(rules.denoise.output.denoised),
-        corrected=scan_file(rules.n4.output.corrected),
-        head_mask=scan_file(rules.n4.output.head_mask),
-        head=scan_file(rules.mni_affine.output.head),
-        brain=scan_file(rules.skullstrip.output.brain),
-        brain_mask=scan_file(rules.skullstrip.output.mask),
-        image=scan_file(rules.normalize.output.image),
-        image_mask=scan_file(rules.normalize.output.mask),
+        denoised=scan_file(rules.preprocess.output.denoised),
+        corrected=scan_file(rules.preprocess.output.corrected),
+        head_mask=scan_file(rules.preprocess.output.head_mask),
+        head=scan_file(rules.preprocess.output.head),
+        brain=scan_file(rules.preprocess.output.brain),
+        brain_mask=scan_file(rules.preprocess.output.brain_mask),
+        image=scan_file(rules.preprocess.output.image),
+        image_mask=scan_file(rules.preprocess.output.image_mask),
     output:
         png=report(
             "results/qc/{scan}_preproc.png",

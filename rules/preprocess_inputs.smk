@@ -29,7 +29,7 @@ def preprocess_targets():
     if SUBJECTS_PER_SHARD:
         return shard_manifests()
     return (
-        scan_paths(rules.normalize.output.image)
-        + scan_paths(rules.normalize.output.mask)
+        scan_paths(rules.preprocess.output.image)
+        + scan_paths(rules.preprocess.output.image_mask)
         + scan_paths(rules.qc_preproc.output.png)
     )

@@ -5,8 +5,7 @@ import cortexgen.shards
 
 # The per-subject steps a shard job runs, in the order they run (their logs are where a
 # failure is explained); a training subject also gets its deformation field.
-SUBJECT_RULES = ["denoise", "n4", "mni_affine", "skullstrip", "normalize", "qc_preproc", "segment", "surfaces",
-                 "surface_sdf", "qc_surfaces"]
+SUBJECT_RULES = ["preprocess", "qc_preproc", "segment", "surfaces", "surface_sdf", "qc_surfaces"]
 TRAIN_SUBJECT_RULES = ["deformation_field"]
 TRAIN_PREFIXES = {scan.prefix for scan in TRAIN_SCANS}
 

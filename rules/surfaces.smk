@@ -33,8 +33,8 @@ rule surface_template:
 
 rule segment:
     input:
-        brain=rules.skullstrip.output.brain,
-        mask=rules.skullstrip.output.mask,
+        brain=rules.preprocess.output.brain,
+        mask=rules.preprocess.output.brain_mask,
     output:
         csf=f"{SURF}_space-{SPACE}_label-CSF_probseg.nii.gz",
         gm=f"{SURF}_space-{SPACE}_label-GM_probseg.nii.gz",
@@ -63,7 +63,7 @@ rule surfaces:
         gm=rules.segment.output.gm,
         wm=rules.segment.output.wm,
         partition=rules.segment.output.partition,
-        xfm=rules.mni_affine.output.xfm,
+        xfm=rules.preprocess.output.xfm,
         template_white=rules.surface_template.output.white,
         template_pial=rules.surface_template.output.pial,
         template_cortex=rules.surface_template.output.cortex,
@@ -100,7 +100,7 @@ rule surface_sdf:
     input:
         white=rules.surfaces.output.white,
         pial=rules.surfaces.output.pial,
-        grid=rules.normalize.output.image,
+        grid=rules.preprocess.output.image,
     output:
         pial_sdf=f"{SURF}_space-{SPACE}_res-{RES}_desc-pialsdf.nii.gz",
         white_sdf=f"{SURF}_space-{SPACE}_res-{RES}_desc-whitesdf.nii.gz",
@@ -123,7 +123,7 @@ rule surface_sdf:
 
 rule qc_surfaces:
     input:
-        brain=scan_file(rules.skullstrip.output.brain),
+        brain=scan_file(rules.preprocess.output.brain),
         csf=scan_file(rules.segment.output.csf),
         gm=scan_file(rules.segment.output.gm),
         wm=scan_file(rules.segment.output.wm),

@@ -61,21 +61,46 @@ def n4_correct(
     Returns:
         float32 corrected image on the same grid and affine.
     """
+    field = n4_bias_field(img, mask, shrink_factor, iterations, tolerance, spline_distance_mm)
+    return nib.Nifti1Image(bias_corrected(np.asarray(img.dataobj, dtype=np.float32), field, mask), img.affine)
+
+
+def bias_corrected(data: np.ndarray, field: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """``data`` divided by N4's ``field`` inside ``mask`` and kept as it is outside, as
+    N4BiasFieldCorrection writes its corrected image (float32)."""
+    corrected = data / field
+    if mask is not None:
+        corrected = np.where(mask, corrected, data)
+    return corrected.astype(np.float32)
+
+
+def n4_bias_field(
+    img: nib.Nifti1Image,
+    mask: np.ndarray | None = None,
+    shrink_factor: int = 4,
+    iterations: tuple[int, ...] = (50, 50, 50, 50),
+    tolerance: float = 1e-7,
+    spline_distance_mm: float | None = None,
+) -> np.ndarray:
+    """The multiplicative bias field N4 fits (arguments as :func:`n4_correct`).
+
+    Returns:
+        float32 array of ``img``'s shape, positive: ``img / field`` is N4's corrected image,
+        and any other image of the same head on the same grid (e.g. its denoised copy) can
+        be divided by it too.
+    """
     import ants
 
-    moving = nib_to_ants(img)
-    ants_mask = None
-    if mask is not None:
-        mask_img = nib.Nifti1Image(mask.astype(np.float32), img.affine)
-        ants_mask = nib_to_ants(mask_img)
-    corrected = ants.n4_bias_field_correction(
-        moving,
+    ants_mask = None if mask is None else nib_to_ants(nib.Nifti1Image(mask.astype(np.float32), img.affine))
+    field = ants.n4_bias_field_correction(
+        nib_to_ants(img),
         mask=ants_mask,
         shrink_factor=int(shrink_factor),
         convergence={"iters": list(iterations), "tol": float(tolerance)},
         spline_param=None if spline_distance_mm is None else float(spline_distance_mm),
+        return_bias_field=True,
     )
-    return ants_to_nib(corrected, like=img)
+    return np.asarray(ants_to_nib(field, like=img).dataobj, dtype=np.float32)
 
 
 def foreground_volume_ml(img: nib.Nifti1Image, mask: np.ndarray) -> float:

@@ -61,7 +61,7 @@ def covered(path: str, sources: list[str]) -> bool:
 
 def test_the_workflow_needs_what_this_test_thinks_it_does():
     needs = workflow_needs()
-    assert "rules/preprocess.smk" in needs and "workflow_scripts/denoise.py" in needs
+    assert "rules/preprocess.smk" in needs and "workflow_scripts/preprocess.py" in needs
     assert "envs/cortexgen.yaml" in needs and "report/loss.rst" in needs
     for path in needs:
         assert (REPO / path).exists(), path

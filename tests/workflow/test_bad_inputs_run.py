@@ -10,7 +10,7 @@ from tests.conftest import demo_config, run_snakemake
 from tests.unit.test_failures import _header_only, _sheared_affine
 
 
-def test_denoise_refuses_a_huge_header_and_a_shear_in_its_log(tmp_path):
+def test_preprocess_refuses_a_huge_header_and_a_shear_in_its_log(tmp_path):
     bids = tmp_path / "bids"
     for subject in ("01", "02"):
         (bids / f"sub-{subject}" / "anat").mkdir(parents=True)
@@ -20,14 +20,14 @@ def test_denoise_refuses_a_huge_header_and_a_shear_in_its_log(tmp_path):
     nib.save(nib.Nifti1Image(data, _sheared_affine(5.0)), str(sheared))
 
     work = tmp_path / "work"
-    result = run_snakemake(work, demo_config(bids_dir=str(bids)), "--until", "denoise", "--cores", "2",
+    result = run_snakemake(work, demo_config(bids_dir=str(bids)), "--until", "preprocess", "--cores", "2",
                            "--keep-going", timeout=300)
     assert result.returncode != 0
-    logs = {subject: (work / "logs" / "denoise" / f"sub-{subject}" / f"sub-{subject}.log").read_text()
+    logs = {subject: (work / "logs" / "preprocess" / f"sub-{subject}" / f"sub-{subject}.log").read_text()
             for subject in ("01", "02")}
     assert f"{huge}: header claims shape (1000, 1000, 1000)" in logs["01"]
     assert f"{sheared}: has a sheared affine" in logs["02"]
     for text in logs.values():
         assert "Traceback (most recent call last)" in text
         assert "InputImageError" in text
-    assert not list((work / "results").rglob("*denoised*"))
+    assert not list((work / "results").rglob("*.nii.gz"))

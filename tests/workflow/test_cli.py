@@ -57,4 +57,4 @@ def test_profiles_by_name_after_install(tmp_path):
                              "--profile", "slurm", "--dry-run", "--quiet", "rules"],
                             capture_output=True, text=True, timeout=300, env=env_no_xdg, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "denoise" in result.stdout
+    assert "preprocess" in result.stdout

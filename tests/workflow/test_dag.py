@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import DEMO_BIDS, DS000022, REPO, demo_config, discovery_bids, requires_shared, run_snakemake
 
-PREPROC_RULES = ["denoise", "n4", "mni_affine", "skullstrip", "normalize", "qc_preproc"]
+PREPROC_RULES = ["preprocess", "qc_preproc"]
 SURFACE_RULES = ["segment", "surfaces", "surface_sdf", "qc_surfaces"]
 # The demo config: 2 samples, 1 interpolation, 1 atrophy; one model (and quality) per hemisphere.
 SHAPE_JOBS = {"fit_shape_model": 2, "shape_model_quality": 2, "make_shape": 4, "qc_shapes": 1}
@@ -69,9 +69,9 @@ def test_full_dag_dry_run_schedules_every_step_per_subject(tmp_path):
 
 
 def test_until_schedules_only_the_steps_before(tmp_path):
-    result = run_snakemake(tmp_path, demo_config(), "--dry-run", "--until", "mni_affine")
+    result = run_snakemake(tmp_path, demo_config(), "--dry-run", "--until", "segment")
     assert result.returncode == 0, result.stderr
-    assert job_counts(result.stdout) == {"denoise": 3, "n4": 3, "mni_affine": 3, "total": 9}
+    assert job_counts(result.stdout) == {"preprocess": 3, "segment": 3, "total": 6}
 
 
 def test_until_surface_sdf_skips_qc_and_template_runs_once(tmp_path):
@@ -189,7 +189,7 @@ def test_sessions_and_participant_filter(tmp_path):
     config = demo_config(bids_dir=str(bids), participants=["sub-01", "02"])
     result = run_snakemake(tmp_path / "work", config, "--dry-run")
     assert result.returncode == 0, result.stderr
-    assert job_counts(result.stdout)["normalize"] == 3
+    assert job_counts(result.stdout)["preprocess"] == 3
     assert "results/preproc/sub-01/ses-B/anat/sub-01_ses-B_space-MNIColin27_res-84x128x84_desc-preproc_T1w.nii.gz" in (
         result.stdout
     )
@@ -201,9 +201,9 @@ def test_slurm_profile_dry_run_carries_resources(tmp_path):
     result = run_snakemake(tmp_path, demo_config(), "--dry-run", "--profile", str(REPO / "profiles" / "slurm"))
     assert result.returncode == 0, result.stderr
     # The resources the executor turns into sbatch --mem/--time/--cpus-per-task.
-    denoise_block = result.stdout[result.stdout.index("rule denoise:") :].split("[")[0]
-    resources_line = next(line for line in denoise_block.splitlines() if "resources:" in line)
-    assert "mem_mb=3000" in resources_line and "runtime=20" in resources_line, denoise_block
+    preprocess_block = result.stdout[result.stdout.index("rule preprocess:") :].split("[")[0]
+    resources_line = next(line for line in preprocess_block.splitlines() if "resources:" in line)
+    assert "mem_mb=4000" in resources_line and "runtime=20" in resources_line, preprocess_block
 
 
 def test_slurm_profile_with_the_gpu_config_requests_gpus_for_training_and_sampling(tmp_path):
@@ -224,7 +224,7 @@ def test_slurm_profile_with_the_gpu_config_requests_gpus_for_training_and_sampli
     for rule in ("train_bridge", "train_ddpm", "train_deform", "sample_bridge", "sample_ddpm", "sample_deform"):
         assert "gpu=1" in resources(rule), resources(rule)
     assert "runtime=2880" in resources("train_ddpm") and "mem_mb=32000" in resources("train_ddpm")
-    for rule in ("denoise", "surfaces", "deformation_field"):
+    for rule in ("preprocess", "surfaces", "deformation_field"):
         assert "gpu=" not in resources(rule), resources(rule)
 
 
@@ -255,7 +255,7 @@ def test_bad_config_stops_before_any_job_naming_the_key(tmp_path, mutate, key):
     message = result.stdout + result.stderr
     assert "Error validating config file" in message
     assert key in message
-    assert "rule denoise" not in message
+    assert "rule preprocess" not in message
 
 
 def test_unusable_subjects_are_skipped_and_listed_and_entities_name_every_output(tmp_path):
@@ -271,14 +271,14 @@ def test_unusable_subjects_are_skipped_and_listed_and_entities_name_every_output
             shutil.copy(DEMO_BIDS / "sub-01/anat/sub-01_T1w.nii.gz", bids / subject / "anat" / name)
     (bids / "sub-03" / "func").mkdir(parents=True)
     config = demo_config(bids_dir=str(bids), exclude_participants=["04"])
-    result = run_snakemake(tmp_path / "work", config, "--dry-run", "--until", "normalize")
+    result = run_snakemake(tmp_path / "work", config, "--dry-run", "--until", "preprocess")
     assert result.returncode == 0, result.stderr
     message = result.stdout + result.stderr
     assert "2 subjects, 4 T1w images, 2 skipped" in message
     assert f"skipped {bids / 'sub-0a_b'}: subject label '0a_b' is not [A-Za-z0-9]+" in message
     assert f"skipped {bids / 'sub-03'}: no anat/ folder" in message
     assert "2 subjects, 4 T1w images" in result.stderr  # printed while the Snakefile is read, before any job
-    assert job_counts(result.stdout)["normalize"] == 4
+    assert job_counts(result.stdout)["preprocess"] == 4
     for prefix in ("sub-01_run-1", "sub-01_run-2", "sub-02_acq-fast", "sub-02_acq-slow"):
         subject = prefix.split("_")[0]
         assert (f"results/preproc/{subject}/anat/{prefix}_space-MNIColin27_res-84x128x84_desc-preproc_T1w.nii.gz"
@@ -315,4 +315,4 @@ def test_empty_bids_folder_is_refused(tmp_path):
 def test_full_ds000022_dag(tmp_path):
     result = run_snakemake(tmp_path, demo_config(bids_dir=str(DS000022)), "--dry-run")
     assert result.returncode == 0, result.stderr
-    assert job_counts(result.stdout)["normalize"] == 14
+    assert job_counts(result.stdout)["preprocess"] == 14

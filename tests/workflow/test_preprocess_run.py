@@ -172,14 +172,14 @@ def test_skull_stripped_scan_gives_the_same_brain_as_the_head(cohort_run):
     head_mask = np.asarray(nib.load(preproc(work, "01", suffix)).dataobj) > 0
     stripped_mask = np.asarray(nib.load(preproc(work, "stripped", suffix)).dataobj) > 0
     assert mask_dice(head_mask, stripped_mask) > 0.9
-    log = (work / "logs" / "mni_affine" / "sub-stripped" / "sub-stripped.log").read_text()
+    log = (work / "logs" / "preprocess" / "sub-stripped" / "sub-stripped.log").read_text()
     assert "looks skull-stripped" in log
 
 
 @pytest.mark.parametrize("label", sorted(INVALID))
 def test_bad_input_is_named_and_leaves_nothing_behind(cohort_run, label):
     work, result, _, bids = cohort_run
-    log = (work / "logs" / "denoise" / f"sub-{label}" / f"sub-{label}.log").read_text()
+    log = (work / "logs" / "preprocess" / f"sub-{label}" / f"sub-{label}.log").read_text()
     assert f"sub-{label}_T1w.nii.gz" in log
     assert INVALID[label] in log
     subject_dir = work / "results" / "preproc" / f"sub-{label}"

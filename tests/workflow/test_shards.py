@@ -105,7 +105,7 @@ def test_shard_manifest_lists_each_subject_and_why_one_failed(shard_run):
     assert [rows[scan]["status"] for scan in ("sub-01", "sub-02", "sub-04")] == ["ok"] * 3
     # The broken scan's first step failed, and its log says so, naming the file.
     status = rows["sub-03"]["status"]
-    assert status.startswith("failed: logs/denoise/sub-03/sub-03.log: ")
+    assert status.startswith("failed: logs/preprocess/sub-03/sub-03.log: ")
     assert "sub-03_T1w.nii.gz" in status
 
 
@@ -113,8 +113,8 @@ def test_shard_ran_its_steps_in_its_own_run(shard_run):
     work, _, result = shard_run
     inner = (work / "logs/subject_shard/shard-0001.snakemake.log").read_text()
     # Only the broken subject had work left; its later steps never started.
-    assert re.search(r"rule denoise:\n(.*\n)*?.*wildcards: subdir=sub-03, scan=sub-03", inner)
-    assert "rule n4:" not in inner
+    assert re.search(r"rule preprocess:\n(.*\n)*?.*wildcards: subdir=sub-03, scan=sub-03", inner)
+    assert "rule qc_preproc:" not in inner and "rule segment:" not in inner
     assert re.findall(r"wildcards: .*", inner) == ["wildcards: subdir=sub-03, scan=sub-03"]
     log = (work / "logs/subject_shard/shard-0001.log").read_text()
     assert "3 of 4 subjects done" in log

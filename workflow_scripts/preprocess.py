@@ -1,0 +1,54 @@
+"""Rule preprocess: one head from raw T1w to the model grid, writing every intermediate.
+
+One job per head instead of one per step: each step's own job cost a Python start, its
+imports and a NIfTI write and read, about as much as the steps themselves.
+"""
+
+from cortexgen.runtime import job_log, limit_threads
+
+# ANTs with one thread: the affine is then the same on every rerun (cortexgen/preprocess/chain.py).
+limit_threads(snakemake.threads, itk_threads=1)
+
+import os  # noqa: E402
+
+import nibabel as nib  # noqa: E402
+import numpy as np  # noqa: E402
+
+from cortexgen.derivatives import resolution_sidecar, write_json  # noqa: E402
+from cortexgen.io import load_t1w, save_niftis, voxel_sizes  # noqa: E402
+from cortexgen.preprocess.bias import foreground_volume_ml  # noqa: E402
+from cortexgen.preprocess.chain import preprocess_head  # noqa: E402
+from cortexgen.preprocess.register import save_transform  # noqa: E402
+
+params, output = snakemake.params, snakemake.output
+with job_log(snakemake.log[0], source=params.raw) as log:
+    settings = params.preprocess
+    raw = load_t1w(params.raw, max_voxel_size_mm=settings["max_voxel_size_mm"])
+    log.info("%s: %s voxels", params.raw, raw.shape)
+    result = preprocess_head(
+        raw, nib.load(snakemake.input.template), nib.load(snakemake.input.template_brain_mask), settings,
+        source=params.raw, parallel=snakemake.threads > 1,
+    )
+    log.info("head mask %.0f mL", foreground_volume_ml(raw, result.head_mask))
+    if result.skull_stripped:
+        log.info("%s looks skull-stripped: registered to the template's brain", params.raw)
+    log.info("template RAS mm -> scan RAS mm:\n%s", np.array2string(result.ras_matrix, precision=4))
+    log.info("brain mask (%s): %.0f mL", settings["skullstrip"]["method"],
+             foreground_volume_ml(result.brain_mask, np.asarray(result.brain_mask.dataobj) > 0))
+    log.info("grid %s, voxel size %s mm", result.image.shape, voxel_sizes(result.image).round(3).tolist())
+    log.info("seconds per step (denoising beside N4 and the affine): %s", result.seconds)
+    save_transform(result.transform, output.xfm)
+    save_niftis({
+        output.denoised: result.denoised,
+        output.corrected: result.corrected,
+        output.head_mask: nib.Nifti1Image(result.head_mask.astype(np.uint8), raw.affine),
+        output.head: result.head,
+        output.brain: result.brain,
+        output.brain_mask: result.brain_mask,
+        output.image: result.image,
+        output.image_mask: result.image_mask,
+    }, threads=snakemake.threads)
+    source = os.path.relpath(params.raw, params.bids_dir)
+    sidecar = resolution_sidecar(result.image.shape, voxel_sizes(result.image).round(4).tolist(), params.space, source)
+    write_json(sidecar, output.image_json)
+    write_json(sidecar, output.image_mask_json)
