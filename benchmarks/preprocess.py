@@ -114,7 +114,7 @@ def workflow_run(bids: Path, config: Path, scans: list, threads: int, workdir: P
         with open(benchmark, newline="") as handle:
             row = next(csv.DictReader(handle, delimiter="\t"))
         log = (workdir / "logs" / "preprocess" / scan.subdir / f"{scan.prefix}.log").read_text()
-        steps = ast.literal_eval(log.split("seconds per step (denoising beside N4 and the affine): ", 1)[1].splitlines()[0])
+        steps = ast.literal_eval(log.split("seconds per step (denoising beside the imports and the head mask): ", 1)[1].splitlines()[0])
         head = nib.load(folder / f"{scan.prefix}_space-{space}_desc-head_T1w.nii.gz")
         mask = np.asarray(nib.load(folder / f"{scan.prefix}_space-{space}_desc-brain_mask.nii.gz").dataobj) > 0
         template_here = template_brain_mask(template_mask, head)
@@ -135,7 +135,7 @@ def phantom_quality(template, settings: dict, sigma: float, seed: int) -> dict:
     import numpy as np
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-    from cortexgen.preprocess.bias import bias_corrected, head_mask, n4_bias_field, n4_correct
+    from cortexgen.preprocess.bias import head_mask, n4_correct
     from cortexgen.preprocess.denoise import denoise_rician
 
     clean = np.asarray(template.dataobj, dtype=np.float32)
@@ -160,12 +160,9 @@ def phantom_quality(template, settings: dict, sigma: float, seed: int) -> dict:
     pre = settings["preprocess"]
     n4 = pre["n4"]
     denoise = pre["denoise"]
-    # As cortexgen.preprocess.chain.preprocess_head: the field fitted on the noisy head, the
-    # denoised head divided by it.
-    field = n4_bias_field(noisy_img, head, n4["shrink_factor"], tuple(n4["iterations"]), n4["tolerance"],
-                          n4["spline_distance_mm"])
     denoised = denoise_rician(noisy_img, denoise["method"], denoise["strength"], denoise["head_margin_voxels"])
-    ours = bias_corrected(np.asarray(denoised.dataobj, dtype=np.float32), field, head)
+    ours = np.asarray(n4_correct(denoised, head, n4["shrink_factor"], tuple(n4["iterations"]), n4["tolerance"],
+                                 n4["spline_distance_mm"]).dataobj)
     defaults = n4_correct(denoise_rician(noisy_img, method="ants"), None)
     result = {
         "phantom": "Colin27 x smooth bias (+-25 %) + Rician noise",

@@ -6,8 +6,7 @@ imports and a NIfTI write and read, about as much as the steps themselves.
 
 from cortexgen.runtime import job_log, limit_threads
 
-# ANTs with one thread: the affine is then the same on every rerun (cortexgen/preprocess/chain.py).
-limit_threads(snakemake.threads, itk_threads=1)
+limit_threads(snakemake.threads)
 
 import os  # noqa: E402
 
@@ -25,9 +24,18 @@ with job_log(snakemake.log[0], source=params.raw) as log:
     settings = params.preprocess
     raw = load_t1w(params.raw, max_voxel_size_mm=settings["max_voxel_size_mm"])
     log.info("%s: %s voxels", params.raw, raw.shape)
+
+    def write_native(denoised, corrected, head_mask):
+        """The native-space images, written while the affine runs in the other process."""
+        save_niftis({
+            output.denoised: denoised,
+            output.corrected: corrected,
+            output.head_mask: nib.Nifti1Image(head_mask.astype(np.uint8), raw.affine),
+        })
+
     result = preprocess_head(
         raw, nib.load(snakemake.input.template), nib.load(snakemake.input.template_brain_mask), settings,
-        source=params.raw, parallel=snakemake.threads > 1,
+        source=params.raw, on_native=write_native,
     )
     log.info("head mask %.0f mL", foreground_volume_ml(raw, result.head_mask))
     if result.skull_stripped:
@@ -36,12 +44,9 @@ with job_log(snakemake.log[0], source=params.raw) as log:
     log.info("brain mask (%s): %.0f mL", settings["skullstrip"]["method"],
              foreground_volume_ml(result.brain_mask, np.asarray(result.brain_mask.dataobj) > 0))
     log.info("grid %s, voxel size %s mm", result.image.shape, voxel_sizes(result.image).round(3).tolist())
-    log.info("seconds per step (denoising beside N4 and the affine): %s", result.seconds)
+    log.info("seconds per step (denoising beside the imports and the head mask): %s", result.seconds)
     save_transform(result.transform, output.xfm)
     save_niftis({
-        output.denoised: result.denoised,
-        output.corrected: result.corrected,
-        output.head_mask: nib.Nifti1Image(result.head_mask.astype(np.uint8), raw.affine),
         output.head: result.head,
         output.brain: result.brain,
         output.brain_mask: result.brain_mask,

@@ -1,15 +1,14 @@
-"""One head through the whole preprocessing chain, in one process, with its two halves at once.
+"""One head through the whole preprocessing chain in one job, in two processes.
 
 raw -> SANLM denoise (Rician) -> N4 -> affine to the MNI head template -> deepbet -> normalise.
 
-The denoising filter and the N4 + affine steps do not wait for each other: N4's bias field is
-fitted on the raw head (on a grid 6x coarser) and the affine is optimised on 2 mm copies of
-the raw head divided by that field, while SANLM filters the raw head in a forked process (the
-ANTs calls hold the GIL, so a thread would not run beside them). The denoised head is then
-divided by the same field and resampled once with the affine.
-
-ANTs runs with one ITK thread in this process (see :func:`cortexgen.runtime.limit_threads`):
-with more, the affine's threaded metric sums change order and reruns end in different optima.
+The job forks a worker before it imports ANTs or torch. The worker denoises while the job
+imports ANTs and torch, loads deepbet and makes the head mask (about 3.5 s of single-threaded
+work beside the filter's two threads); N4 then runs here with the job's threads (its result
+depends on their number, not on the run), and the affine in the worker with one ITK thread,
+with which it is the same on every rerun (with more, the metric's threaded sums change order
+and reruns end in different optima). ITK reads its thread count once per process, when
+ANTs is first imported, hence the second process.
 """
 
 from __future__ import annotations
@@ -26,7 +25,13 @@ import numpy as np
 from cortexgen.preprocess.bias import bias_corrected, head_mask, n4_bias_field
 from cortexgen.preprocess.denoise import denoise_rician
 from cortexgen.preprocess.normalize import normalize_and_resize
-from cortexgen.preprocess.register import AffineSettings, register_head, resample_to_template
+from cortexgen.preprocess.register import (
+    AffineSettings,
+    coarse_target,
+    itk_affine_to_ras,
+    register_head,
+    resample_to_template,
+)
 from cortexgen.preprocess.skullstrip import deepbet_extractor, skull_strip
 
 
@@ -37,14 +42,15 @@ class Preprocessed:
     Attributes:
         denoised: SANLM-filtered head, native grid (float32).
         corrected: ``denoised`` divided by the N4 bias field, native grid (float32).
-        head_mask: the head mask N4 was fitted in, native grid (bool array).
+        head_mask: the raw head's mask, N4 fitted in it, native grid (bool array); made from
+            the raw head so that it overlaps the filter.
         head: ``corrected`` resampled onto the template grid (float32).
         transform: the ANTs affine (template -> scan points), for ``ants.write_transform``.
         ras_matrix: the same as a 4x4 RAS mm matrix.
         skull_stripped: the scan had no skull and was registered to the template's brain.
         brain, brain_mask: the skull-stripped head and its mask, template grid.
         image, image_mask: intensities in [0, 1] in the brain, on the model grid.
-        seconds: wall seconds of each step (the denoising filter's overlap the others').
+        seconds: wall seconds of each step (the filter's overlap the imports and the head mask).
     """
 
     denoised: nib.Nifti1Image
@@ -65,10 +71,10 @@ def _niced(function, *args):
     """``function(*args)`` and its wall seconds, as run in the forked process.
 
     The process yields to its parent (niceness 10): the denoising filter takes every core it
-    sees, and the parent's single ANTs thread, which has as much to do, would otherwise wait
-    its turn and finish after the filter with one core idle.
+    sees, and the parent's single-threaded imports and head mask, which overlap it, would
+    otherwise wait their turn.
     """
-    os.nice(10)
+    os.nice(max(0, 10 - os.nice(0)))  # the worker runs several calls: niced once
     start = time.perf_counter()
     return function(*args), time.perf_counter() - start
 
@@ -79,6 +85,32 @@ def _denoised_data(raw: nib.Nifti1Image, denoise: dict) -> np.ndarray:
     return np.asarray(denoised.dataobj, dtype=np.float32)
 
 
+def _prepare_registration(template, template_brain_mask, settings: dict) -> None:
+    """In the forked registration process, before the affine is asked for (beside the
+    filter): one ITK thread, read once when ANTs is first imported (1.5 s of imports), and the
+    template on the optimisation grid (:func:`coarse_target`, kept for the affine)."""
+    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1"
+    coarse_target(template, template_brain_mask, AffineSettings.from_config(settings["registration"]))
+
+
+def _registration(head, template, template_brain_mask, settings: dict, transform_path: str | None = None):
+    """The affine (:func:`register_head`) and whether the scan looked skull-stripped; with
+    ``transform_path`` (in the forked process, whose ANTs transform cannot be pickled back)
+    the transform is written there instead of returned."""
+    import ants
+
+    registration, skull_stripped = register_head(
+        head, template, template_brain_mask,
+        skullstripped_max_volume_ml=settings["skullstripped_max_volume_ml"],
+        settings=AffineSettings.from_config(settings["registration"]),
+        resample=False,
+    )
+    if transform_path is None:
+        return registration.transform, skull_stripped
+    ants.write_transform(registration.transform, transform_path)
+    return skull_stripped
+
+
 def preprocess_head(
     raw: nib.Nifti1Image,
     template: nib.Nifti1Image,
@@ -86,6 +118,7 @@ def preprocess_head(
     settings: dict,
     source: str | None = None,
     parallel: bool = True,
+    on_native=None,
 ) -> Preprocessed:
     """Run the whole chain on one head.
 
@@ -94,63 +127,78 @@ def preprocess_head(
         template, template_brain_mask: the MNI head template and its brain mask.
         settings: config ``preprocess`` (validated by config/schema.yaml).
         source: the scan's file, named in error messages.
-        parallel: head mask and denoising in a forked process while N4 and the affine run
-            here (where the platform can fork); ``False`` runs the same steps one after
-            the other, with the same result.
+        parallel: denoise in a forked process while this one imports ANTs and torch and
+            makes the head mask, and run the affine in another, with one ITK thread (where
+            the platform can fork). ``False`` runs every step here, one after the other:
+            the same result when this process has one ITK thread.
+        on_native: called as ``on_native(denoised, corrected, head_mask)`` (the native-space
+            images) while the affine runs, e.g. to write them.
 
     Returns:
         :class:`Preprocessed`.
     """
+    import tempfile
+
     seconds: dict[str, float] = {}
     data = np.clip(np.asarray(raw.dataobj, dtype=np.float32), 0, None)
     raw = nib.Nifti1Image(data, raw.affine)
     fork = parallel and "fork" in multiprocessing.get_all_start_methods()
-    # Forked before this process imports ANTs or torch, whose thread pools a fork would break.
-    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) if fork else None
+    # Both forked before this process imports ANTs or torch: the registration process sets its
+    # own ITK thread count, and a fork would break thread pools already started.
+    context = multiprocessing.get_context("fork")
+    denoiser = ProcessPoolExecutor(1, mp_context=context) if fork else None
+    registrar = ProcessPoolExecutor(1, mp_context=context) if fork else None
     try:
-        if pool is not None:
-            pending_mask = pool.submit(_niced, head_mask, raw)
-            pending_denoised = pool.submit(_niced, _denoised_data, raw, settings["denoise"])
-            import ants  # noqa: F401  (1.5 s of imports, while the mask is made)
-
-            mask, seconds["head_mask"] = pending_mask.result()
-        else:
-            start = time.perf_counter()
-            mask = head_mask(raw)
-            seconds["head_mask"] = time.perf_counter() - start
-        n4 = settings["n4"]
+        if fork:
+            pending_denoised = denoiser.submit(_niced, _denoised_data, raw, settings["denoise"])
+            registrar.submit(_prepare_registration, template, template_brain_mask, settings)
         start = time.perf_counter()
-        bias = n4_bias_field(raw, mask, n4["shrink_factor"], tuple(n4["iterations"]), n4["tolerance"],
-                             n4["spline_distance_mm"])
-        seconds["n4"] = time.perf_counter() - start
-        start = time.perf_counter()
-        registration, skull_stripped = register_head(
-            nib.Nifti1Image(bias_corrected(data, bias, mask), raw.affine),
-            template,
-            template_brain_mask,
-            skullstripped_max_volume_ml=settings["skullstripped_max_volume_ml"],
-            settings=AffineSettings.from_config(settings["registration"]),
-            resample=False,
-        )
-        seconds["mni_affine"] = time.perf_counter() - start
+        mask = head_mask(raw)
+        seconds["head_mask"] = time.perf_counter() - start
         if settings["skullstrip"]["method"] == "deepbet":
             start = time.perf_counter()
-            deepbet_extractor()  # loaded while the filter finishes
+            deepbet_extractor()
             seconds["deepbet_load"] = time.perf_counter() - start
-        if pool is not None:
+        if fork:
+            import ants  # noqa: F401  (1.5 s of imports, while the filter runs)
+
             denoised_data, seconds["denoise"] = pending_denoised.result()
         else:
             start = time.perf_counter()
             denoised_data = _denoised_data(raw, settings["denoise"])
             seconds["denoise"] = time.perf_counter() - start
+        denoised = nib.Nifti1Image(denoised_data, raw.affine)
+
+        n4 = settings["n4"]
+        start = time.perf_counter()
+        field = n4_bias_field(denoised, mask, n4["shrink_factor"], tuple(n4["iterations"]), n4["tolerance"],
+                              n4["spline_distance_mm"])
+        corrected = nib.Nifti1Image(bias_corrected(denoised_data, field, mask), raw.affine)
+        seconds["n4"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        if fork:
+            import ants
+
+            with tempfile.TemporaryDirectory(prefix="cortexgen-affine-") as folder:
+                path = os.path.join(folder, "affine.mat")
+                pending = registrar.submit(_registration, corrected, template, template_brain_mask, settings, path)
+                if on_native is not None:
+                    on_native(denoised, corrected, mask)
+                skull_stripped = pending.result()
+                transform = ants.read_transform(path)
+        else:
+            if on_native is not None:
+                on_native(denoised, corrected, mask)
+            transform, skull_stripped = _registration(corrected, template, template_brain_mask, settings)
+        seconds["mni_affine"] = time.perf_counter() - start
     finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
+        for pool in (denoiser, registrar):
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
 
     start = time.perf_counter()
-    denoised = nib.Nifti1Image(denoised_data, raw.affine)
-    corrected = nib.Nifti1Image(bias_corrected(denoised_data, bias, mask), raw.affine)
-    head = resample_to_template(corrected, template, registration.transform)
+    head = resample_to_template(corrected, template, transform)
     seconds["resample"] = time.perf_counter() - start
 
     strip = settings["skullstrip"]
@@ -176,8 +224,8 @@ def preprocess_head(
         corrected=corrected,
         head_mask=mask,
         head=head,
-        transform=registration.transform,
-        ras_matrix=registration.ras_matrix,
+        transform=transform,
+        ras_matrix=itk_affine_to_ras(transform),
         skull_stripped=skull_stripped,
         brain=brain,
         brain_mask=brain_mask,

@@ -62,7 +62,7 @@ def head_support(img: nib.Nifti1Image, margin_voxels: int) -> np.ndarray:
 
 
 def denoise_rician(
-    img: nib.Nifti1Image, method: str = "sanlm", strength: float = 1.0, head_margin_voxels: int | None = 6
+    img: nib.Nifti1Image, method: str = "sanlm", strength: float = 1.0, head_margin_voxels: int | None = 12
 ) -> nib.Nifti1Image:
     """Denoise a magnitude MR image assuming Rician noise.
 
