@@ -23,23 +23,16 @@ THREAD_VARIABLES = (
 )
 
 
-def limit_threads(threads: int, itk_threads: int | None = None) -> None:
+def limit_threads(threads: int) -> None:
     """Make every library use at most ``threads`` threads.
 
     Call before importing ants, cat_surf or torch: ITK and OpenMP read these variables
     when their thread pools are created. A job that uses more cores than the scheduler
     gave it slows every other job on the node.
-
-    Args:
-        threads: the job's cores.
-        itk_threads: ITK's (ANTs') own limit, if lower: with one thread an ANTs
-            registration gives the same transform on every rerun.
     """
     threads = max(1, int(threads))
     for name in THREAD_VARIABLES:
         os.environ[name] = str(threads)
-    if itk_threads is not None:
-        os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(max(1, min(threads, int(itk_threads))))
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)
 

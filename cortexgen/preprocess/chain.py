@@ -93,10 +93,10 @@ def _prepare_registration(template, template_brain_mask, settings: dict) -> None
     coarse_target(template, template_brain_mask, AffineSettings.from_config(settings["registration"]))
 
 
-def _registration(head, template, template_brain_mask, settings: dict, transform_path: str | None = None):
-    """The affine (:func:`register_head`) and whether the scan looked skull-stripped; with
-    ``transform_path`` (in the forked process, whose ANTs transform cannot be pickled back)
-    the transform is written there instead of returned."""
+def _registration(head, template, template_brain_mask, settings: dict, transform_path: str) -> bool:
+    """The affine (:func:`register_head`), written to ``transform_path`` (an ANTs transform
+    cannot be pickled back from the forked process); returns whether the scan looked
+    skull-stripped."""
     import ants
 
     registration, skull_stripped = register_head(
@@ -105,8 +105,6 @@ def _registration(head, template, template_brain_mask, settings: dict, transform
         settings=AffineSettings.from_config(settings["registration"]),
         resample=False,
     )
-    if transform_path is None:
-        return registration.transform, skull_stripped
     ants.write_transform(registration.transform, transform_path)
     return skull_stripped
 
@@ -159,9 +157,9 @@ def preprocess_head(
             start = time.perf_counter()
             deepbet_extractor()
             seconds["deepbet_load"] = time.perf_counter() - start
-        if fork:
-            import ants  # noqa: F401  (1.5 s of imports, while the filter runs)
+        import ants  # 1.5 s of imports, while the filter runs
 
+        if fork:
             denoised_data, seconds["denoise"] = pending_denoised.result()
         else:
             start = time.perf_counter()
@@ -177,20 +175,14 @@ def preprocess_head(
         seconds["n4"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        if fork:
-            import ants
-
-            with tempfile.TemporaryDirectory(prefix="cortexgen-affine-") as folder:
-                path = os.path.join(folder, "affine.mat")
-                pending = registrar.submit(_registration, corrected, template, template_brain_mask, settings, path)
-                if on_native is not None:
-                    on_native(denoised, corrected, mask)
-                skull_stripped = pending.result()
-                transform = ants.read_transform(path)
-        else:
+        with tempfile.TemporaryDirectory(prefix="cortexgen-affine-") as folder:
+            path = os.path.join(folder, "affine.mat")
+            arguments = (corrected, template, template_brain_mask, settings, path)
+            pending = registrar.submit(_registration, *arguments) if fork else None
             if on_native is not None:
                 on_native(denoised, corrected, mask)
-            transform, skull_stripped = _registration(corrected, template, template_brain_mask, settings)
+            skull_stripped = pending.result() if fork else _registration(*arguments)
+            transform = ants.read_transform(path)
         seconds["mni_affine"] = time.perf_counter() - start
     finally:
         for pool in (denoiser, registrar):
