@@ -54,7 +54,8 @@ import yaml  # noqa: E402
 from benchmarks.measure import PeakRSS  # noqa: E402
 from cortexgen.diffusion.generators import make_generator  # noqa: E402
 from cortexgen.diffusion.networks import NetworkSettings, build_unet, check_grid  # noqa: E402
-from cortexgen.diffusion.run import GENERATOR_KEYS, sample_bridge_job, train_job  # noqa: E402
+from cortexgen.diffusion.registry import generator as registry_entry  # noqa: E402
+from cortexgen.diffusion.run import sample_bridge_job, train_job  # noqa: E402
 from cortexgen.diffusion.training import (  # noqa: E402
     EMA,
     CudaSettings,
@@ -153,7 +154,7 @@ def train_step(model: str, section: dict, batch: int, device: torch.device, cuda
                steps: int, warmup: int, compile: bool = False, channels_last: bool = False) -> dict:
     """Volumes/s and peak memory of the training loop's optimiser step (see the module docstring)."""
     apply_cuda_settings(cuda, device)
-    generator = make_generator(model, {key: section[key] for key in GENERATOR_KEYS[model] if key in section})
+    generator = make_generator(model, registry_entry(model).generator_settings(section))
     network_settings = NetworkSettings.from_dict(section["network"])
     grid = section["grid"]
     check_grid(network_settings, generator.network_grid(grid))
@@ -209,7 +210,7 @@ def largest_batch(points: dict) -> dict:
 def sample_speed(model: str, section: dict, steps: int, device: torch.device, cuda: CudaSettings) -> dict:
     """Seconds per volume of the sampler at ``steps`` network evaluations, batch 1, under sampling's autocast."""
     apply_cuda_settings(cuda, device)
-    generator = make_generator(model, {key: section[key] for key in GENERATOR_KEYS[model] if key in section})
+    generator = make_generator(model, registry_entry(model).generator_settings(section))
     torch.manual_seed(0)
     network = build_unet(NetworkSettings.from_dict(section["network"]), generator.in_channels,
                          generator.out_channels).to(device).eval()
@@ -339,7 +340,7 @@ def untrained_gallery(check: Check, configs: dict, device: torch.device, cuda: C
     fig = agg_figure((6, 3))
     for col, model in enumerate(("bridge", "ddpm")):
         section = configs[model]
-        generator = make_generator(model, {key: section[key] for key in GENERATOR_KEYS[model] if key in section})
+        generator = make_generator(model, registry_entry(model).generator_settings(section))
         torch.manual_seed(0)
         network = build_unet(NetworkSettings.from_dict(section["network"]), generator.in_channels,
                              generator.out_channels).to(device).eval()

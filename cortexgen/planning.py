@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 
 from cortexgen.bids import Scan
+from cortexgen.diffusion import registry
 from cortexgen.split import SubjectSplit, subject_id
 
 #: The thickness figure of the new cortices (rule qc_shapes) shows at most this many of them.
@@ -103,11 +104,11 @@ def generator_files(model: str, train: Sequence[Scan], validation: Sequence[Scan
     """A generator's training volumes and, ``val_``-prefixed, its validation volumes.
 
     Args:
-        model: ``bridge`` (images and the condition volumes of ``roles``), ``ddpm`` (images) or
-            ``deform`` (deformation fields).
+        model: a generator of :mod:`cortexgen.diffusion.registry`; its entry's
+            :meth:`~cortexgen.diffusion.registry.GeneratorEntry.training_roles` say which volumes.
         train, validation: the scans of each set; an empty set gives no entries.
-        roles: the bridge's condition roles (config diffusion.bridge.conditions).
-        patterns: per-scan patterns: ``image``, ``field``, and one per role.
+        roles: the condition roles of a conditional generator (config diffusion.<model>.conditions).
+        patterns: per-scan patterns of every role: ``images``, ``fields``, and one per condition role.
 
     Returns:
         {"images": [...], "pialsdf": [...], "val_images": [...], ...} (or "fields", "val_fields").
@@ -116,13 +117,8 @@ def generator_files(model: str, train: Sequence[Scan], validation: Sequence[Scan
     for prefix, scans in (("", train), ("val_", validation)):
         if not scans:
             continue
-        if model == "deform":
-            files[f"{prefix}fields"] = scans_paths(patterns["field"], scans)
-            continue
-        files[f"{prefix}images"] = scans_paths(patterns["image"], scans)
-        if model == "bridge":
-            for role in roles:
-                files[f"{prefix}{role}"] = scans_paths(patterns[role], scans)
+        for role in registry.generator(model).training_roles(roles):
+            files[f"{prefix}{role}"] = scans_paths(patterns[role], scans)
     return files
 
 

@@ -78,12 +78,23 @@ def rule_resources(rule_name):
     return config["resources"][rule_name]
 
 
-def retry_mem_mb(rule_name):
+def job_resources(key, wildcards):
+    """config 'resources' of a job: resources.<key> with the job's wildcards filled in, so that
+    each generator's training job asks for its own (``train_{model}`` gives the bridge's job
+    resources.train_bridge)."""
+    return rule_resources(key.format(**dict(wildcards.items())))
+
+
+def job_resource(key, name, default=None):
+    """Input function: resource ``name`` (threads, runtime, gpu) of :func:`job_resources`."""
+    return lambda wildcards: job_resources(key, wildcards).get(name, default)
+
+
+def retry_mem_mb(key):
     """mem_mb of the jobs profiles/slurm retries (training, sampling, shards). It is
-    config 'resources' for the first attempt, twice that for the second, and so on, so a job
-    killed for memory gets more when it is resubmitted."""
-    base = rule_resources(rule_name)["mem_mb"]
-    return lambda wildcards, attempt: base * attempt
+    config 'resources' (``key`` as for :func:`job_resources`) for the first attempt, twice that
+    for the second, and so on, so a job killed for memory gets more when it is resubmitted."""
+    return lambda wildcards, attempt: job_resources(key, wildcards)["mem_mb"] * attempt
 
 
 def scan_file(pattern):

@@ -1,12 +1,17 @@
 # Diffusion generators: a shape-to-image Brownian bridge conditioned on the cortical SDFs,
-# an unconditional 3D DDPM, and a DDPM over deformation fields that warps a template.
-# Each trains in one job on the training subjects of config 'split' (several GPUs: torchrun,
-# one process per GPU of the rule's `gpu` resource), keeps resumable checkpoints in
+# an unconditional 3D DDPM, and a DDPM over deformation fields that warps a template; what
+# each one is, is its entry in cortexgen.diffusion.registry. Each trains in one job of rule
+# train_generator ({model}) on the training subjects of config 'split' (several GPUs: torchrun,
+# one process per GPU of its `gpu` resource), keeps resumable checkpoints in
 # results/models/<model>/checkpoints (not a declared output, so a rerun does not delete
 # them), and samples synthetic images onto the model grid.
 
 DEFORM = "results/deform"
 SAMPLES = "results/samples"
+
+
+wildcard_constraints:
+    model="|".join(GENERATORS),
 
 
 rule deform_template:
@@ -54,185 +59,73 @@ rule deformation_field:
         "../workflow_scripts/deformation_field.py"
 
 
-rule train_bridge:
+rule train_generator:
     input:
-        unpack(subject_inputs(generator_inputs("bridge"))),
+        unpack(subject_inputs(generator_inputs)),
     output:
-        model="results/models/bridge/model.pt",
-        log="results/models/bridge/train_log.tsv",
+        model="results/models/{model}/model.pt",
+        log="results/models/{model}/train_log.tsv",
         png=report(
-            "results/models/bridge/loss.png",
+            "results/models/{model}/loss.png",
             caption="../report/loss.rst",
             category="4. Generators",
-            labels={"model": "bridge", "figure": "loss"},
+            labels={"model": "{model}", "figure": "loss"},
         ),
     params:
-        subject_files=subject_params(generator_inputs("bridge")),
-        model="bridge",
-        settings=config["diffusion"]["bridge"],
+        subject_files=subject_params(generator_inputs),
+        settings=generator_settings,
         device=config["diffusion"]["device"],
         cuda=config["diffusion"]["cuda"],
         sdf_clip_mm=config["surfaces"]["sdf_clip_mm"],
-        checkpoints="results/models/bridge/checkpoints",
+        checkpoints="results/models/{model}/checkpoints",
     log:
-        "logs/train/bridge.log",
+        "logs/train/{model}.log",
     benchmark:
-        "results/benchmarks/train/bridge.tsv"
-    threads: rule_resources("train_bridge")["threads"]
+        "results/benchmarks/train/{model}.tsv"
+    threads: job_resource("train_{model}", "threads")
     resources:
-        mem_mb=retry_mem_mb("train_bridge"),
-        runtime=rule_resources("train_bridge")["runtime"],
-        gpu=rule_resources("train_bridge").get("gpu", 0),
+        mem_mb=retry_mem_mb("train_{model}"),
+        runtime=job_resource("train_{model}", "runtime"),
+        gpu=job_resource("train_{model}", "gpu", 0),
     conda:
         "../envs/cortexgen.yaml"
     script:
         "../workflow_scripts/train_generator.py"
 
 
-use rule train_bridge as train_ddpm with:
-    input:
-        unpack(subject_inputs(generator_inputs("ddpm"))),
-    output:
-        model="results/models/ddpm/model.pt",
-        log="results/models/ddpm/train_log.tsv",
-        png=report(
-            "results/models/ddpm/loss.png",
-            caption="../report/loss.rst",
-            category="4. Generators",
-            labels={"model": "ddpm", "figure": "loss"},
-        ),
-    params:
-        subject_files=subject_params(generator_inputs("ddpm")),
-        model="ddpm",
-        settings=config["diffusion"]["ddpm"],
-        device=config["diffusion"]["device"],
-        cuda=config["diffusion"]["cuda"],
-        sdf_clip_mm=config["surfaces"]["sdf_clip_mm"],
-        checkpoints="results/models/ddpm/checkpoints",
-    log:
-        "logs/train/ddpm.log",
-    benchmark:
-        "results/benchmarks/train/ddpm.tsv"
-    threads: rule_resources("train_ddpm")["threads"]
-    resources:
-        mem_mb=retry_mem_mb("train_ddpm"),
-        runtime=rule_resources("train_ddpm")["runtime"],
-        gpu=rule_resources("train_ddpm").get("gpu", 0),
-
-
-use rule train_bridge as train_deform with:
-    input:
-        unpack(subject_inputs(generator_inputs("deform"))),
-    output:
-        model="results/models/deform/model.pt",
-        log="results/models/deform/train_log.tsv",
-        png=report(
-            "results/models/deform/loss.png",
-            caption="../report/loss.rst",
-            category="4. Generators",
-            labels={"model": "deform", "figure": "loss"},
-        ),
-    params:
-        subject_files=subject_params(generator_inputs("deform")),
-        model="deform",
-        settings=config["diffusion"]["deform"],
-        device=config["diffusion"]["device"],
-        cuda=config["diffusion"]["cuda"],
-        sdf_clip_mm=config["surfaces"]["sdf_clip_mm"],
-        checkpoints="results/models/deform/checkpoints",
-    log:
-        "logs/train/deform.log",
-    benchmark:
-        "results/benchmarks/train/deform.tsv"
-    threads: rule_resources("train_deform")["threads"]
-    resources:
-        mem_mb=retry_mem_mb("train_deform"),
-        runtime=rule_resources("train_deform")["runtime"],
-        gpu=rule_resources("train_deform").get("gpu", 0),
-
-
 BRIDGE_CONDITIONS = bridge_conditions()
 
 
-rule sample_bridge:
-    input:
-        unpack(subject_inputs(bridge_condition_files)),
-        model=rules.train_bridge.output.model,
-    output:
-        images=[f"{SAMPLES}/bridge/cond-{item['label']}_T1w.nii.gz" for item in BRIDGE_CONDITIONS],
-        table=f"{SAMPLES}/bridge/samples.tsv",
-    params:
-        model="bridge",
-        settings=config["diffusion"]["bridge"],
-        device=config["diffusion"]["device"],
-        cuda=config["diffusion"]["cuda"],
-        sdf_clip_mm=config["surfaces"]["sdf_clip_mm"],
-        conditions=BRIDGE_CONDITIONS,
-    log:
-        "logs/sample/bridge.log",
-    benchmark:
-        "results/benchmarks/sample/bridge.tsv"
-    threads: rule_resources("sample_bridge")["threads"]
-    resources:
-        mem_mb=retry_mem_mb("sample_bridge"),
-        runtime=rule_resources("sample_bridge")["runtime"],
-        gpu=rule_resources("sample_bridge").get("gpu", 0),
-    conda:
-        "../envs/cortexgen.yaml"
-    script:
-        "../workflow_scripts/sample_generator.py"
+# Sampling: one rule per generator (sample_bridge, sample_ddpm, ...), all from this definition.
+# Not one rule over {model}: a rule's outputs cannot depend on a wildcard's value, and each
+# generator writes its own files (the bridge one image per condition, the others sampling.n
+# images, a field generator a field beside each).
+for model in GENERATORS:
 
-
-rule sample_ddpm:
-    input:
-        model=rules.train_ddpm.output.model,
-        grid=rules.deform_template.output.image,
-    output:
-        images=sample_names("ddpm", "T1w.nii.gz"),
-        table=f"{SAMPLES}/ddpm/samples.tsv",
-    params:
-        model="ddpm",
-        settings=config["diffusion"]["ddpm"],
-        device=config["diffusion"]["device"],
-        cuda=config["diffusion"]["cuda"],
-    log:
-        "logs/sample/ddpm.log",
-    benchmark:
-        "results/benchmarks/sample/ddpm.tsv"
-    threads: rule_resources("sample_ddpm")["threads"]
-    resources:
-        mem_mb=retry_mem_mb("sample_ddpm"),
-        runtime=rule_resources("sample_ddpm")["runtime"],
-        gpu=rule_resources("sample_ddpm").get("gpu", 0),
-    conda:
-        "../envs/cortexgen.yaml"
-    script:
-        "../workflow_scripts/sample_generator.py"
-
-
-rule sample_deform:
-    input:
-        model=rules.train_deform.output.model,
-        grid=rules.deform_template.output.image,
-    output:
-        images=sample_names("deform", "T1w.nii.gz"),
-        fields=sample_names("deform", f"from-{SPACE}_desc-displacement_xfm.nii.gz"),
-        table=f"{SAMPLES}/deform/samples.tsv",
-    params:
-        model="deform",
-        settings=config["diffusion"]["deform"],
-        device=config["diffusion"]["device"],
-        cuda=config["diffusion"]["cuda"],
-    log:
-        "logs/sample/deform.log",
-    benchmark:
-        "results/benchmarks/sample/deform.tsv"
-    threads: rule_resources("sample_deform")["threads"]
-    resources:
-        mem_mb=retry_mem_mb("sample_deform"),
-        runtime=rule_resources("sample_deform")["runtime"],
-        gpu=rule_resources("sample_deform").get("gpu", 0),
-    conda:
-        "../envs/cortexgen.yaml"
-    script:
-        "../workflow_scripts/sample_generator.py"
+    rule:
+        name:
+            f"sample_{model}"
+        input:
+            unpack(sample_inputs(model)),
+            model=str(rules.train_generator.output.model).format(model=model),
+        output:
+            **sample_outputs(model),
+        params:
+            model=model,
+            settings=config["diffusion"][model],
+            device=config["diffusion"]["device"],
+            cuda=config["diffusion"]["cuda"],
+            **sample_params(model),
+        log:
+            f"logs/sample/{model}.log",
+        benchmark:
+            f"results/benchmarks/sample/{model}.tsv"
+        threads: rule_resources(f"sample_{model}")["threads"]
+        resources:
+            mem_mb=retry_mem_mb(f"sample_{model}"),
+            runtime=rule_resources(f"sample_{model}")["runtime"],
+            gpu=rule_resources(f"sample_{model}").get("gpu", 0),
+        conda:
+            "../envs/cortexgen.yaml"
+        script:
+            "../workflow_scripts/sample_generator.py"

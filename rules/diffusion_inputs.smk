@@ -1,7 +1,11 @@
-# Input functions and targets of the diffusion stage (rules/diffusion.smk); what each generator
-# trains on and what the bridge samples from are planned by cortexgen.planning.
+# Input functions and targets of the diffusion stage (rules/diffusion.smk). What each generator
+# is (what it trains on, whether it is conditioned, what its sampling writes) is its entry in
+# cortexgen.diffusion.registry; what it trains on and what the bridge samples from are planned
+# by cortexgen.planning.
 
-GENERATORS = ["bridge", "ddpm", "deform"]
+from cortexgen.diffusion.registry import GENERATORS as GENERATOR_ENTRIES
+
+GENERATORS = list(GENERATOR_ENTRIES)
 
 
 def condition_patterns():
@@ -13,17 +17,18 @@ def condition_patterns():
     }
 
 
-def generator_inputs(model):
-    """Input function: a generator's training (and ``val_``-prefixed validation) volumes
-    (see cortexgen.planning.generator_files)."""
+def generator_inputs(wildcards):
+    """Input function of train_generator: its generator's training (and ``val_``-prefixed validation)
+    volumes (see cortexgen.planning.generator_files)."""
+    patterns = {"images": rules.preprocess.output.image, "fields": rules.deformation_field.output.field}
+    patterns.update({role: scan_pattern for role, (scan_pattern, _) in condition_patterns().items()})
+    return planning.generator_files(wildcards.model, TRAIN_SCANS, VALIDATION_SCANS,
+                                    config["diffusion"][wildcards.model].get("conditions", []), patterns)
 
-    def inputs(wildcards):
-        patterns = {"image": rules.preprocess.output.image, "field": rules.deformation_field.output.field}
-        patterns.update({role: scan_pattern for role, (scan_pattern, _) in condition_patterns().items()})
-        return planning.generator_files(model, TRAIN_SCANS, VALIDATION_SCANS,
-                                        config["diffusion"]["bridge"]["conditions"], patterns)
 
-    return inputs
+def generator_settings(wildcards):
+    """Param function of train_generator: its generator's config section diffusion.<model>."""
+    return config["diffusion"][wildcards.model]
 
 
 def bridge_conditions():
@@ -48,19 +53,48 @@ def sample_names(model, suffix):
     return planning.sample_names(model, suffix, config["diffusion"][model]["sampling"]["n"])
 
 
+def sample_inputs(model):
+    """Input function of sample_<model> besides its model: a conditional generator's condition
+    volumes (as subject_inputs gives them), else the template image whose grid its samples are
+    written on."""
+    if GENERATOR_ENTRIES[model].conditional:
+        return subject_inputs(bridge_condition_files)
+    return lambda wildcards: {"grid": rules.deform_template.output.image}
+
+
+def sample_outputs(model):
+    """What sample_<model> writes: ``images`` (a conditional generator's: one per condition,
+    cond-<label>_T1w.nii.gz; else sample-0001_T1w.nii.gz ...), for a field generator the
+    ``fields`` that warped the template into them, and the ``table`` of samples."""
+    entry = GENERATOR_ENTRIES[model]
+    if entry.conditional:
+        outputs = {"images": [f"{SAMPLES}/{model}/cond-{item['label']}_T1w.nii.gz" for item in BRIDGE_CONDITIONS]}
+    else:
+        outputs = {"images": sample_names(model, "T1w.nii.gz")}
+    if "fields" in entry.sample_outputs:
+        outputs["fields"] = sample_names(model, f"from-{SPACE}_desc-displacement_xfm.nii.gz")
+    outputs["table"] = f"{SAMPLES}/{model}/samples.tsv"
+    return outputs
+
+
+def sample_params(model):
+    """sample_<model>'s own params: a conditional generator's conditions and SDF clip distance."""
+    if GENERATOR_ENTRIES[model].conditional:
+        return {"sdf_clip_mm": config["surfaces"]["sdf_clip_mm"], "conditions": BRIDGE_CONDITIONS}
+    return {}
+
+
 def diffusion_targets():
     """The trained generators (model, log, loss curve) and their samples.
 
-    A dataset with no training subject has nothing to train on; the bridge samples only if
-    there is a held-out subject or a new cortex to condition on.
+    A dataset with no training subject has nothing to train on; a conditional generator (the
+    bridge) samples only if there is a held-out subject or a new cortex to condition on.
     """
     if not TRAIN_SCANS:
         return []
     targets = []
-    for rule_name in ("train_bridge", "train_ddpm", "train_deform"):
-        targets += [str(path) for path in getattr(rules, rule_name).output]
-    if BRIDGE_CONDITIONS:
-        targets += [str(path) for path in rules.sample_bridge.output]
-    targets += [str(path) for path in rules.sample_ddpm.output]
-    targets += [str(path) for path in rules.sample_deform.output]
+    for model, entry in GENERATOR_ENTRIES.items():
+        targets += [str(path).format(model=model) for path in rules.train_generator.output]
+        if BRIDGE_CONDITIONS or not entry.conditional:
+            targets += [str(path) for path in getattr(rules, f"sample_{model}").output]
     return targets

@@ -1,8 +1,8 @@
 # Evaluation: what the generators made, against real images and against the cortex that was
 # asked for. Set metrics (MMD, FID, MS-SSIM) per generator and for the real set against itself,
 # each sample's nearest training image (memorisation) beside each held-out real image's,
-# paired fidelity of the bridge on held-out subjects, and cortical cycle consistency: the
-# surface stage re-run on bridge samples and compared with the surfaces that conditioned them,
+# paired fidelity of the bridge (a conditional generator) on held-out subjects, and cortical
+# cycle consistency: the surface stage re-run on its samples and compared with the surfaces that conditioned them,
 # and on each held-out subject's real image (what a perfect generator would score: the surface
 # stage on a ~2 mm image does not find its own 1 mm surfaces exactly).
 
@@ -12,7 +12,7 @@ CYCLE_ITEMS = cycle_items()
 
 wildcard_constraints:
     label="|".join(CYCLE_ITEMS) or "no-cycle",
-    source="bridge|real",
+    source="|".join([*CONDITIONAL_GENERATORS, "real"]),
 
 
 rule cycle_consistency:
@@ -80,24 +80,15 @@ rule evaluate:
             category="4. Generators",
             labels={"figure": "training loss"},
         ),
-        gallery_bridge=report(
-            f"{EVALUATION}/figures/gallery-bridge.png",
-            caption="../report/gallery.rst",
-            category="4. Generators",
-            labels={"figure": "gallery: bridge"},
-        ),
-        gallery_ddpm=report(
-            f"{EVALUATION}/figures/gallery-ddpm.png",
-            caption="../report/gallery.rst",
-            category="4. Generators",
-            labels={"figure": "gallery: ddpm"},
-        ),
-        gallery_deform=report(
-            f"{EVALUATION}/figures/gallery-deform.png",
-            caption="../report/gallery.rst",
-            category="4. Generators",
-            labels={"figure": "gallery: deform"},
-        ),
+        **{
+            f"gallery_{model}": report(
+                f"{EVALUATION}/figures/gallery-{model}.png",
+                caption="../report/gallery.rst",
+                category="4. Generators",
+                labels={"figure": f"gallery: {model}"},
+            )
+            for model in GENERATORS
+        },
     params:
         subject_files=subject_params(evaluation_subject_files),
         generators=GENERATORS,

@@ -1,6 +1,10 @@
 # Input functions and targets of the evaluation stage (rules/evaluate.smk); which samples go
 # through cycle consistency and which real images are the reference: cortexgen.planning.
 
+# The generators whose samples are conditioned on a cortex (the bridge): paired with the
+# held-out subjects' real images, and re-extracted by cycle consistency.
+CONDITIONAL_GENERATORS = [model for model, entry in GENERATOR_ENTRIES.items() if entry.conditional]
+
 
 def reference_kind():
     """config evaluate.reference with 'auto' resolved (see cortexgen.planning.reference_kind)."""
@@ -56,8 +60,8 @@ def cycle_other_files(wildcards):
     """The rest of cycle_consistency's inputs: the bridge sample, and a new cortex's surfaces and SDFs."""
     item = CYCLE_ITEMS[wildcards.label]
     files = {}
-    if wildcards.source == "bridge":
-        files["image"] = f"results/samples/bridge/cond-{item['label']}_T1w.nii.gz"
+    if wildcards.source != "real":
+        files["image"] = f"{SAMPLES}/{wildcards.source}/cond-{item['label']}_T1w.nii.gz"
     if item["kind"] != "held_out":
         files.update(conditioning_surfaces(item))
         files["pial_sdf"] = condition_path(item, "pialsdf")
@@ -83,20 +87,22 @@ def evaluation_subject_files(wildcards):
 
 
 def evaluation_inputs(wildcards):
-    """The rest of evaluate's inputs: every generator's samples and tables, cycle tables, training logs."""
+    """The rest of evaluate's inputs: every generator's samples, table and training log, the
+    conditional generators' cycle tables (``<model>_cycle``) and the real images' (``cycle_real``)."""
     files = {
-        "cycle": [str(rules.cycle_consistency.output.table).format(source="bridge", label=label)
-                  for label in CYCLE_ITEMS],
         "cycle_real": [str(rules.cycle_consistency.output.table).format(source="real", label=label)
                        for label, item in CYCLE_ITEMS.items() if item["kind"] == "held_out"],
     }
-    for model in GENERATORS:
-        if model == "bridge" and not BRIDGE_CONDITIONS:
+    for model, entry in GENERATOR_ENTRIES.items():
+        if entry.conditional and not BRIDGE_CONDITIONS:
             continue
         sample_rule = getattr(rules, f"sample_{model}")
         files[f"{model}_images"] = list(sample_rule.output.images)
         files[f"{model}_table"] = sample_rule.output.table
-        files[f"{model}_log"] = getattr(rules, f"train_{model}").output.log
+        files[f"{model}_log"] = str(rules.train_generator.output.log).format(model=model)
+        if entry.conditional:
+            files[f"{model}_cycle"] = [str(rules.cycle_consistency.output.table).format(source=model, label=label)
+                                       for label in CYCLE_ITEMS]
     return files
 
 

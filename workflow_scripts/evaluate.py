@@ -1,6 +1,6 @@
 """Rule evaluate: set metrics per generator and for the real-vs-real baseline, each image's nearest
-training image (memorisation), paired fidelity of the bridge on held-out subjects, cycle
-consistency and fold statistics, figures."""
+training image (memorisation), paired fidelity and cycle consistency of the conditional generators
+(the bridge) on held-out subjects, fold statistics of the field generators, figures."""
 
 from cortexgen.runtime import job_inputs, job_log, limit_threads
 
@@ -11,6 +11,7 @@ from pathlib import Path  # noqa: E402
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
+from cortexgen.diffusion.registry import generator as registry_entry  # noqa: E402
 from cortexgen.evaluate.figures import gallery_figure, metrics_figure, training_figure  # noqa: E402
 from cortexgen.evaluate.memorisation import BASELINE, memorisation_metrics, memorisation_table  # noqa: E402
 from cortexgen.evaluate.metrics import MetricResult, SetMetricSettings, paired_fidelity, set_metrics  # noqa: E402
@@ -102,33 +103,41 @@ with job_log(snakemake.log[0]) as log:
     first, second = baseline_halves(len(reference_paths), settings.seed)
     rows += set_metrics("real_vs_real", reference[first], reference[second], settings, **feature_options)
 
-    if "bridge" in generated:
-        # Paired fidelity: each held-out subject's bridge sample against that subject's real image.
+    def cycle_rows(generator, paths):
+        cycles = []
+        for path in paths:
+            for row in read_table(path):
+                # The summary is over the hemisphere means (per hemisphere stays in the cycle tables).
+                cycles.append({key: float(value) if value else float("nan") for key, value in row.items()
+                               if key not in ("condition", "status") and not key.endswith(("_L", "_R"))})
+        rows = []
+        if cycles and not any(cycles):
+            rows.append(MetricResult(generator, "cycle_consistency", float("nan"), float("nan"), float("nan"),
+                                     "0", f"not computed: the surface stage failed on all {len(cycles)} images"))
+        return rows + per_item_rows(generator, cycles, settings, prefix="cycle_")
+
+    conditional = [model for model in generated if registry_entry(model).conditional]
+    for model in conditional:
+        # Paired fidelity: each held-out subject's sample against that subject's real image.
         masks = dict(zip(inputs.held_out_images, inputs.held_out_masks))
-        folder = Path(inputs.bridge_table).parent
+        table = getattr(inputs, f"{model}_table")
         pairs = []
-        for row in read_table(inputs.bridge_table):
+        for row in read_table(table):
             if row["real_image"]:
                 real = np.asarray(nib.load(row["real_image"]).dataobj, dtype=np.float32)
-                fake = np.asarray(nib.load(folder / row["file"]).dataobj, dtype=np.float32)
+                fake = np.asarray(nib.load(Path(table).parent / row["file"]).dataobj, dtype=np.float32)
                 mask = np.asarray(nib.load(masks[row["real_image"]]).dataobj) > 0
                 pairs.append(paired_fidelity(real, fake, mask))
                 log.info("paired %s: %s", row["condition"], pairs[-1])
-        rows += per_item_rows("bridge", pairs, settings, prefix="paired_")
-        for source, generator in (("cycle", "bridge"), ("cycle_real", "real_held_out")):
-            cycles = []
-            for path in getattr(inputs, source):
-                for row in read_table(path):
-                    # The summary is over the hemisphere means (per hemisphere stays in the cycle tables).
-                    cycles.append({key: float(value) if value else float("nan") for key, value in row.items()
-                                   if key not in ("condition", "status") and not key.endswith(("_L", "_R"))})
-            if cycles and not any(cycles):
-                rows.append(MetricResult(generator, "cycle_consistency", float("nan"), float("nan"), float("nan"),
-                                         "0", f"not computed: the surface stage failed on all {len(cycles)} images"))
-            rows += per_item_rows(generator, cycles, settings, prefix="cycle_")
-    if "deform" in generated:
-        folding = [{"folding_fraction": float(row["folding_fraction"])} for row in read_table(inputs.deform_table)]
-        rows += per_item_rows("deform", folding, settings)
+        rows += per_item_rows(model, pairs, settings, prefix="paired_")
+        rows += cycle_rows(model, getattr(inputs, f"{model}_cycle"))
+    if conditional:
+        rows += cycle_rows("real_held_out", inputs.cycle_real)
+    for model in generated:
+        if registry_entry(model).data == "fields":
+            table = read_table(getattr(inputs, f"{model}_table"))
+            rows += per_item_rows(model, [{"folding_fraction": float(row["folding_fraction"])} for row in table],
+                                  settings)
 
     failures = failed_jobs(snakemake.params.logs)
     for failure in failures:

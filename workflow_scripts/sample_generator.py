@@ -1,9 +1,10 @@
-"""Rules sample_bridge, sample_ddpm, sample_deform: synthetic images from a trained generator."""
+"""Rules sample_<model> (sample_bridge, sample_ddpm, ...): synthetic images from a trained generator."""
 
 from cortexgen.runtime import job_log, limit_threads
 
 limit_threads(snakemake.threads)
 
+from cortexgen.diffusion.registry import generator  # noqa: E402
 from cortexgen.diffusion.run import sample_bridge_job, sample_unconditional_job  # noqa: E402
 
 with job_log(snakemake.log[0]) as log:
@@ -16,7 +17,7 @@ with job_log(snakemake.log[0]) as log:
         "outputs": list(snakemake.output.images),
         "table": snakemake.output.table,
     }
-    if model == "bridge":
+    if generator(model).conditional:
         spec["sdf_clip_mm"] = snakemake.params.sdf_clip_mm
         spec["conditions"] = snakemake.params.conditions
         rows = sample_bridge_job(spec)

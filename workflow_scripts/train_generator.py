@@ -1,4 +1,4 @@
-"""Rules train_bridge, train_ddpm, train_deform: one generator, resuming from its checkpoints.
+"""Rule train_generator: one generator ({model}), resuming from its checkpoints.
 
 With a ``gpu`` resource above 1 the job runs torchrun, one process per GPU (DDP); the job
 description goes to it as a JSON file, never as shell text.
@@ -26,7 +26,7 @@ with job_log(snakemake.log[0]) as log:
         keep = complete_indices(group, log)
         inputs.update({key: select(paths, keep) for key, paths in group.items()})
     spec = {
-        "model": snakemake.params.model,
+        "model": snakemake.wildcards.model,
         "settings": snakemake.params.settings,
         "device": snakemake.params.device,
         "cuda": snakemake.params.cuda,

@@ -1,4 +1,4 @@
-"""The three generators as training losses and samplers over one UNet.
+"""The network generators as training losses and samplers over one UNet.
 
 Each generator says how many channels its network takes and gives, its loss for a batch,
 and how it samples. Per-sample randomness (timestep, noise) comes from a generator seeded by
@@ -20,12 +20,11 @@ import torch.nn.functional as F
 from cortexgen.diffusion import bridge as bridge_maths
 from cortexgen.diffusion import ddpm as ddpm_maths
 from cortexgen.diffusion import packing
+from cortexgen.diffusion.registry import generator as registry_entry
 
 #: How a generator's network sees the volumes: ``none`` at the training grid, ``haar`` packed to
 #: 8 channels at half of it (:mod:`cortexgen.diffusion.packing`).
 PACKINGS = ("none", "haar")
-
-GENERATORS = ("bridge", "ddpm", "deform")
 
 #: Condition volumes the bridge can be given (file roles of the surface stage).
 CONDITIONS = ("pialsdf", "whitesdf", "ribbon")
@@ -180,14 +179,12 @@ class DDPMGenerator:
 
 
 def make_generator(name: str, settings: dict):
-    """The generator ``name`` (one of :data:`GENERATORS`) from its config section (schedule etc.)."""
-    if name == "bridge":
+    """The generator ``name`` (:mod:`cortexgen.diffusion.registry`) from its config section (schedule etc.):
+    its registry entry's process over volumes of its channels."""
+    entry = registry_entry(name)
+    if entry.process == "bridge":
         return BridgeGenerator(BridgeSettings.from_dict(settings))
-    if name == "ddpm":
-        return DDPMGenerator(DDPMSettings.from_dict(settings), channels=1, name="ddpm")
-    if name == "deform":
-        return DDPMGenerator(DDPMSettings.from_dict(settings), channels=3, name="deform")
-    raise ValueError(f"unknown generator {name!r}; expected one of {GENERATORS}")
+    return DDPMGenerator(DDPMSettings.from_dict(settings), channels=entry.channels, name=entry.name)
 
 
 def settings_dict(generator) -> dict:

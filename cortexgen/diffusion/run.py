@@ -21,6 +21,7 @@ import torch
 from cortexgen.diffusion import data as volumes
 from cortexgen.diffusion.generators import make_generator
 from cortexgen.diffusion.networks import NetworkSettings, build_unet, check_grid
+from cortexgen.diffusion.registry import generator as registry_entry
 from cortexgen.diffusion.training import (
     CudaSettings,
     TrainSettings,
@@ -38,14 +39,6 @@ from cortexgen.io import atomic_output, save_nifti, write_table
 
 log = logging.getLogger("cortexgen")
 
-#: The generators' own settings in a config section (the rest: grid, network, training, sampling...).
-GENERATOR_KEYS = {
-    "bridge": ("schedule", "objective", "conditions", "sample_steps", "eta", "clip_denoised", "packing"),
-    "ddpm": ("schedule", "sample_steps", "eta"),
-    "deform": ("schedule", "sample_steps", "eta"),
-}
-
-
 def model_grid(settings: dict, image_shape: Sequence[int]) -> tuple[int, int, int]:
     """The generator's training grid: its ``grid``, or the images' when null."""
     return tuple(int(side) for side in (settings.get("grid") or image_shape))
@@ -58,17 +51,19 @@ def load_data(model: str, inputs: dict, settings: dict, grid, sdf_clip_mm: float
     Each key is a :class:`~cortexgen.diffusion.data.VolumeStore` of (C, *grid) volumes, written
     once to ``cache`` (float16) and reused while the input files and settings are unchanged,
     so training memory does not grow with the number of subjects.
-    bridge: ``image`` and ``condition`` (channels in config order); ddpm: ``image``;
-    deform: ``image`` holds each field in mm, (3, *grid), or with ``field.kind: velocity`` its
-    stationary velocity field (:func:`~cortexgen.diffusion.fields.velocity_from_displacement`
-    on this grid); scaled later by the field scale.
+    What they are comes from the generator's registry entry (:mod:`cortexgen.diffusion.registry`):
+    ``images``: ``image``, (1, *grid); a conditional generator also ``condition``, its condition
+    volumes (channels in config order); ``fields``: ``image`` holds each field in mm, (3, *grid),
+    or with ``field.kind: velocity`` its stationary velocity field
+    (:func:`~cortexgen.diffusion.fields.velocity_from_displacement` on this grid).
     ``build=False``: wait for another process (DDP rank 0) to write the cache.
     """
     from cortexgen.diffusion.fields import field_array, resize_field, velocity_from_displacement
     from cortexgen.preprocess.normalize import resized_affine
 
+    entry = registry_entry(model)
     grid = [int(side) for side in grid]
-    if model == "deform":
+    if entry.data == "fields":
         fields = inputs.get(f"{prefix}fields", [])
         if not fields:
             return {}
@@ -91,7 +86,7 @@ def load_data(model: str, inputs: dict, settings: dict, grid, sdf_clip_mm: float
         return {}
     data = {"image": volumes.cached_store(cache, f"{prefix}images", images, {"grid": grid},
                                           lambda i: volumes.load_image(images[i], grid), len(images), build)}
-    if model == "bridge":
+    if entry.conditional:
         roles = list(settings["conditions"])
         files = [{role: inputs[f"{prefix}{role}"][i] for role in roles} for i in range(len(images))]
         data["condition"] = volumes.cached_store(
@@ -102,7 +97,7 @@ def load_data(model: str, inputs: dict, settings: dict, grid, sdf_clip_mm: float
 
 
 def field_settings(settings: dict) -> dict:
-    """Config ``diffusion.deform.field`` with its defaults: kind (velocity|displacement), integration_steps,
+    """Config ``field`` of a field generator with its defaults: kind (velocity|displacement), integration_steps,
     log_iterations, smoothing_voxels (Gaussian sigma on the model grid for sampled velocities)."""
     return {"kind": "velocity", "integration_steps": 7, "log_iterations": 4, "smoothing_voxels": 1.0,
             **settings.get("field", {})}
@@ -113,21 +108,21 @@ def _device(name: str) -> str | None:
 
 
 def train_job(spec: dict) -> None:
-    """Train one generator as the workflow's ``train_<model>`` rule asks (also under torchrun)."""
+    """Train one generator as the workflow's ``train_generator`` rule asks (also under torchrun)."""
     from cortexgen.diffusion.fields import field_scale
 
     model, settings, inputs = spec["model"], spec["settings"], spec["inputs"]
+    entry = registry_entry(model)
     dist = init_distributed(_device(spec.get("device", "auto")))
     cuda = CudaSettings.from_dict(spec.get("cuda"))
     apply_cuda_settings(cuda, dist.device)
-    first = inputs["fields"][0] if model == "deform" else inputs["images"][0]
-    grid = model_grid(settings, nib.load(first).shape[:3])
+    grid = model_grid(settings, nib.load(inputs[entry.data][0]).shape[:3])
     network_settings = NetworkSettings.from_dict(settings["network"])
-    generator = make_generator(model, {key: settings[key] for key in GENERATOR_KEYS[model] if key in settings})
+    generator = make_generator(model, entry.generator_settings(settings))
     check_grid(network_settings, generator.network_grid(grid))
     train_settings = TrainSettings(**settings["training"])
-    if model == "deform" and train_settings.flip_lr:
-        raise ValueError("diffusion.deform.training.flip_lr: a mirrored displacement field is not a field of the "
+    if entry.data == "fields" and train_settings.flip_lr:
+        raise ValueError(f"diffusion.{model}.training.flip_lr: a mirrored displacement field is not a field of the "
                          "(asymmetric) template; set it to false")
     # The float16 volume cache sits beside the checkpoints: outside the rule's declared outputs,
     # so it survives a failed or resubmitted job; rank 0 writes it, the other ranks wait for it.
@@ -136,7 +131,7 @@ def train_job(spec: dict) -> None:
     data = load_data(model, inputs, settings, grid, clip, cache, build=dist.is_main)
     val_data = load_data(model, inputs, settings, grid, clip, cache, prefix="val_", build=dist.is_main)
     extra = {"grid": list(grid)}
-    if model == "deform":
+    if entry.data == "fields":
         # One scale for every field (mm), so the DDPM sees values of about [-1, 1].
         scale = field_scale(data["image"], settings.get("scale_percentile", 99.5))
         data["image"] = data["image"].scaled(1.0 / scale)
@@ -252,7 +247,7 @@ def sample_unconditional_job(spec: dict) -> list[dict]:
         samples = torch.cat(samples).float().cpu()
         for k, index in enumerate(batch):
             row = {"file": Path(spec["outputs"][index]).name, "seed": sampling["seed"], "index": index}
-            if trained.generator.name == "deform":
+            if registry_entry(trained.generator.name).data == "fields":
                 kind = trained.extra["field"]
                 field = samples[k] * trained.extra["field_scale_mm"]
                 if kind["kind"] == "velocity":

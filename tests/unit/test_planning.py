@@ -108,7 +108,7 @@ def test_interpolation_scans_are_the_two_subjects_last_scans():
 
 
 def test_generator_files_per_model_with_and_without_validation():
-    patterns = {"image": IMAGE, "field": FIELD, **{role: pair[0] for role, pair in CONDITION_PATTERNS.items()}}
+    patterns = {"images": IMAGE, "fields": FIELD, **{role: pair[0] for role, pair in CONDITION_PATTERNS.items()}}
     train, validation = [SCANS[0], SCANS[4]], [SCANS[3]]
     bridge = planning.generator_files("bridge", train, validation, ["pialsdf"], patterns)
     assert bridge == {

@@ -26,8 +26,8 @@ from tests.conftest import REPO, demo_config, discovery_bids, run_snakemake
 LABELS = ["01", "02", "03"]
 GRID = (32, 48, 32)
 RES = "32x48x32"
-DIFFUSION_RULES = ["deform_template", "deformation_field", "train_bridge", "train_ddpm", "train_deform",
-                   "sample_bridge", "sample_ddpm", "sample_deform"]
+DIFFUSION_RULES = ["deform_template", "deformation_field", "train_generator", "sample_bridge", "sample_ddpm",
+                   "sample_deform"]
 EVALUATION_RULES = ["surface_template", "cycle_consistency", "evaluate"]
 TINY = {"channels": [4, 8, 8], "attention_levels": [False, False, True], "num_res_blocks": 1,
         "norm_num_groups": 4, "num_head_channels": 0, "use_flash_attention": True}

@@ -35,11 +35,11 @@ def test_participant_and_group_dry_runs_from_another_directory(tmp_path):
     assert "2 subjects, 2 T1w images" in participant.stderr
     assert f"{out}/results" not in participant.stdout  # paths are relative to OUTPUT_DIR
     assert "results/preproc/sub-01/anat/" in participant.stdout and "sub-03" not in participant.stdout
-    assert "rule train_bridge" not in participant.stdout and "rule dataset_description" in participant.stdout
+    assert "rule train_generator" not in participant.stdout and "rule dataset_description" in participant.stdout
 
     group = _cli(elsewhere, str(DEMO_BIDS), str(out), "group", "--dry-run", "--", "--quiet", "rules")
     assert group.returncode == 0, group.stderr[-3000:]
-    assert "train_bridge" in group.stdout and "evaluate" in group.stdout
+    assert "train_generator" in group.stdout and "evaluate" in group.stdout
     assert not (elsewhere / ".snakemake").exists()
 
 

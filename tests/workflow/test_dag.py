@@ -15,9 +15,10 @@ PREPROC_RULES = ["preprocess", "qc_preproc"]
 SURFACE_RULES = ["segment", "surfaces", "surface_sdf", "qc_surfaces"]
 # The demo config: 2 samples, 1 interpolation, 1 atrophy; one model (and quality) per hemisphere.
 SHAPE_JOBS = {"fit_shape_model": 2, "shape_model_quality": 2, "make_shape": 4, "qc_shapes": 1}
-# Three generators, each trained once and sampled once; a field per training subject (2 of 3).
-DIFFUSION_JOBS = {"deform_template": 1, "deformation_field": 2, "train_bridge": 1, "train_ddpm": 1,
-                  "train_deform": 1, "sample_bridge": 1, "sample_ddpm": 1, "sample_deform": 1}
+# Three generators, each trained once (train_generator over {model}) and sampled once (a rule
+# each); a field per training subject (2 of 3).
+DIFFUSION_JOBS = {"deform_template": 1, "deformation_field": 2, "train_generator": 3, "sample_bridge": 1,
+                  "sample_ddpm": 1, "sample_deform": 1}
 # Cycle consistency on the held-out subject's and the atrophy's bridge samples and on the held-out
 # subject's real image; one evaluation.
 EVALUATION_JOBS = {"cycle_consistency": 3, "evaluate": 1}
@@ -166,17 +167,20 @@ def test_shape_model_trains_on_the_training_split_only(tmp_path):
 def test_generators_train_on_the_training_split_only(tmp_path):
     config = demo_config()
     config["split"] = {"held_out": ["02"], "held_out_fraction": 0.25, "seed": 0}
-    result = run_snakemake(tmp_path, config, "--dry-run", "--until", "train_bridge", "train_ddpm", "train_deform")
+    result = run_snakemake(tmp_path, config, "--dry-run", "--until", "train_generator")
     assert result.returncode == 0, result.stderr
     counts = job_counts(result.stdout)
+    assert counts["train_generator"] == 3
     assert counts["deformation_field"] == 2 and "sample_bridge" not in counts and "make_shape" not in counts
-    blocks = {rule: next(block for block in job_blocks(result.stdout) if f"rule {rule}:" in block)
-              for rule in ("train_bridge", "train_ddpm")}
+    blocks = {model: next(block for block in job_blocks(result.stdout)
+                          if "rule train_generator:" in block and f"wildcards: model={model}\n" in block)
+              for model in ("bridge", "ddpm", "deform")}
     for block in blocks.values():
         inputs = next(line for line in block.splitlines() if line.strip().startswith("input:"))
         assert "sub-01_" in inputs and "sub-03_" in inputs and "sub-02" not in inputs
-    assert "desc-pialsdf" in blocks["train_bridge"] and "desc-whitesdf" in blocks["train_bridge"]
-    assert "desc-pialsdf" not in blocks["train_ddpm"]
+    assert "desc-pialsdf" in blocks["bridge"] and "desc-whitesdf" in blocks["bridge"]
+    assert "desc-pialsdf" not in blocks["ddpm"] and "desc-preproc_T1w" in blocks["ddpm"]
+    assert "desc-displacement_xfm" in blocks["deform"] and "desc-preproc_T1w" not in blocks["deform"]
 
 
 def test_sessions_and_participant_filter(tmp_path):
@@ -217,13 +221,18 @@ def test_slurm_profile_with_the_gpu_config_requests_gpus_for_training_and_sampli
     result = run_snakemake(tmp_path, config, "--dry-run", "--profile", str(REPO / "profiles" / "slurm"))
     assert result.returncode == 0, result.stderr
 
-    def resources(rule):
-        block = result.stdout[result.stdout.index(f"rule {rule}:") :].split("[")[0]
+    def resources(rule, model=None):
+        block = next(block for block in job_blocks(result.stdout)
+                     if f"rule {rule}:" in block and (model is None or f"wildcards: model={model}\n" in block))
         return next(line for line in block.splitlines() if "resources:" in line)
 
-    for rule in ("train_bridge", "train_ddpm", "train_deform", "sample_bridge", "sample_ddpm", "sample_deform"):
-        assert "gpu=1" in resources(rule), resources(rule)
-    assert "runtime=2880" in resources("train_ddpm") and "mem_mb=32000" in resources("train_ddpm")
+    # Each generator's training job asks for config resources.train_<model>.
+    for model in ("bridge", "ddpm", "deform"):
+        assert "gpu=1" in resources("train_generator", model), resources("train_generator", model)
+        assert "gpu=1" in resources(f"sample_{model}"), resources(f"sample_{model}")
+    assert "runtime=2880" in resources("train_generator", "ddpm") and "mem_mb=32000" in resources("train_generator",
+                                                                                                   "ddpm")
+    assert "runtime=240" in resources("sample_ddpm") and "runtime=120" in resources("sample_bridge")
     for rule in ("preprocess", "surfaces", "deformation_field"):
         assert "gpu=" not in resources(rule), resources(rule)
 

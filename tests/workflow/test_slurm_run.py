@@ -1,7 +1,7 @@
 """The workflow through a real SLURM scheduler: the one-node cluster of tests/slurm_cluster.py
 (one fake GPU) and the executor profile profiles/slurm-ci.
 
-1. The ddpm generator's GPU rules (train_ddpm, sample_ddpm, with ``gpu: 1``) and the CPU rule
+1. The ddpm generator's GPU jobs (train_generator, sample_ddpm, with ``gpu: 1``) and the CPU rule
    evaluate re-run through SLURM in a copy of the session's local diffusion run: SLURM's own
    job records show what each job asked for and got, and the outputs equal the local ones.
 2. A training job that outlives its 1-minute time limit: SLURM sends SIGTERM, the job writes a
@@ -29,7 +29,9 @@ from tests.conftest import REPO, run_snakemake, snakemake_command
 from tests.workflow.conftest import DIFFUSION_TARGETS, build_diffusion_inputs
 
 SLURM_CI_PROFILE = REPO / "profiles" / "slurm-ci"
-GPU_RULES = ("train_ddpm", "sample_ddpm")
+GPU_RULES = ("train_generator", "sample_ddpm")
+#: The ddpm's jobs (as :func:`rule_of` names them) and the evaluation -> their config resources key.
+RESOURCE_KEYS = {"train_generator_wildcards_ddpm": "train_ddpm", "sample_ddpm": "sample_ddpm", "evaluate": "evaluate"}
 #: Columns of the training log that do not depend on how fast the machine was.
 LOG_VALUES = ("step", "train_loss", "val_loss", "learning_rate")
 #: How long the interrupted training should take on this machine: over its 1-minute limit
@@ -62,7 +64,8 @@ def slurm_jobs(workdir: Path) -> list[dict[str, str]]:
 
 
 def rule_of(job: dict[str, str]) -> str:
-    """The rule a job ran: the executor's job comment is ``rule_<name>``."""
+    """The rule a job ran: the executor's job comment is ``rule_<name>``, with
+    ``_wildcards_<values>`` after it for a rule with wildcards (``train_generator_wildcards_ddpm``)."""
     assert job["Comment"].startswith("rule_"), job["Comment"]
     return job["Comment"][len("rule_"):]
 
@@ -117,8 +120,8 @@ def test_gpu_and_cpu_rules_through_slurm_match_the_local_run(slurm_cluster, diff
     for folder in ("results/models/ddpm", "results/samples/ddpm"):
         shutil.rmtree(work / folder)
     config = copy.deepcopy(diffusion_run.config)
-    for rule in GPU_RULES:
-        config["resources"][rule]["gpu"] = 1
+    for key in ("train_ddpm", "sample_ddpm"):
+        config["resources"][key]["gpu"] = 1
     # Only targets these rules make: with --allowed-rules, the other files are plain inputs.
     targets = [target for target in DIFFUSION_TARGETS if "/ddpm/" in target or "/evaluation/" in target]
     result = run_snakemake(work, config, "--profile", str(SLURM_CI_PROFILE), *targets,
@@ -127,10 +130,10 @@ def test_gpu_and_cpu_rules_through_slurm_match_the_local_run(slurm_cluster, diff
 
     jobs = slurm_jobs(work)
     # One job per rule: nothing else re-ran and nothing needed a second attempt.
-    assert sorted(rule_of(job) for job in jobs) == ["evaluate", "sample_ddpm", "train_ddpm"], jobs
+    assert sorted(rule_of(job) for job in jobs) == sorted(RESOURCE_KEYS), jobs
     for job in jobs:
         assert job["JobState"] == "COMPLETED", job
-        assert_requests(job, rule_of(job), config["resources"][rule_of(job)])
+        assert_requests(job, rule_of(job), config["resources"][RESOURCE_KEYS[rule_of(job)]])
 
     # CPU training and sampling with fixed seeds and the same thread count: bit-identical.
     local = diffusion_run.work
@@ -197,12 +200,12 @@ def test_training_killed_at_its_time_limit_resumes_and_equals_an_uninterrupted_r
 
     # The uninterrupted reference, at the lowest priority so the SLURM job's pace is what it would be alone.
     command = ["nice", "-n", "19", *snakemake_command(local_work, config, "--cores", "1", target,
-                                                      "--allowed-rules", "train_ddpm")]
+                                                      "--allowed-rules", "train_generator")]
     # Its output goes to a file: a pipe nobody reads until the SLURM run ends would fill and stall it.
     local_log = tmp_path / "local.log"
     with open(local_log, "w") as out, subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO) as local:
         result = run_snakemake(slurm_work, config, "--profile", str(SLURM_CI_PROFILE), target,
-                               "--allowed-rules", "train_ddpm", timeout=900)
+                               "--allowed-rules", "train_generator", timeout=900)
         local.wait(timeout=600)
     assert local.returncode == 0, local_log.read_text()[-4000:]
     assert result.returncode == 0, result.stderr[-6000:]
@@ -213,8 +216,8 @@ def test_training_killed_at_its_time_limit_resumes_and_equals_an_uninterrupted_r
     assert len(jobs) >= 2 and states[-1] == "COMPLETED" and set(states[:-1]) == {"TIMEOUT"}, states
     assert "Trying to restart job" in result.stderr
     for attempt, job in enumerate(jobs, start=1):
-        assert rule_of(job) == "train_ddpm"
-        assert_requests(job, "train_ddpm", config["resources"]["train_ddpm"], attempt)
+        assert rule_of(job) == "train_generator_wildcards_ddpm"
+        assert_requests(job, "train_generator", config["resources"]["train_ddpm"], attempt)
     logs = [Path(job["StdOut"]).read_text(errors="replace") for job in jobs]
     interrupted = [reached_step(log) for log in logs[:-1]]
     assert any(f"stopped by SIGTERM at step {step}; checkpoint written" in log for step, log in zip(interrupted, logs)), (
