@@ -24,18 +24,12 @@ import numpy as np
 
 from cortexgen.errors import InputImageError
 from cortexgen.io import atomic_output
+from cortexgen.pca import principal_modes
 from cortexgen.surfaces.template import HEMISPHERES
 
 #: Version of the ``.npz`` layout written by :func:`save_shape_model`.
 FORMAT_VERSION = 1
 SCALINGS = ("block", "feature")
-#: Eigenvalues below this fraction of the largest are rounding noise of the Gram matrix
-#: (its eigenvalues are accurate to ~eps·λ_max): their directions are arbitrary and their
-#: standardised coefficients would divide by ~0, so such modes are never kept.
-NULL_MODE_TOLERANCE = 1e-12
-#: Float slack when comparing the cumulative explained variance with the threshold, so
-#: that a threshold of 1.0 is reached by the last mode despite rounding.
-THRESHOLD_SLACK = 1e-12
 
 
 @dataclass(frozen=True, eq=False)
@@ -189,10 +183,6 @@ def fit_shape_model(
         raise ValueError(f"scaling must be one of {SCALINGS}, got {scaling!r}")
     if hemi not in HEMISPHERES:
         raise ValueError(f"hemi must be one of {HEMISPHERES}, got {hemi!r}")
-    if not 0.0 < variance_threshold <= 1.0:
-        raise ValueError(f"variance_threshold must be in (0, 1], got {variance_threshold}")
-    if max_modes is not None and (int(max_modes) != max_modes or max_modes < 1):
-        raise ValueError(f"max_modes must be a positive integer or None, got {max_modes}")
     mid = np.asarray(mid_vertices, dtype=np.float64)
     thick = np.asarray(thickness, dtype=np.float64)
     if mid.ndim != 3 or mid.shape[2] != 3:
@@ -220,33 +210,14 @@ def fit_shape_model(
     rounding = len(features) * np.finfo(np.float64).eps * np.abs(mean)
     centred[:, np.sqrt(np.mean(centred**2, axis=0)) <= rounding] = 0.0
     scale = _feature_scale(centred, n_vertices, scaling)
-    standardised = centred / scale
-
-    # N ≪ F: the eigenvectors U of the N × N Gram matrix X Xᵀ give the principal axes as
-    # Uᵀ X / s (the economy SVD X = U S Vᵀ), at O(N² F) time and no F × F matrix.
-    gram = standardised @ standardised.T
-    eigenvalues, eigenvectors = np.linalg.eigh(gram)
-    order = np.argsort(eigenvalues)[::-1]
-    eigenvalues, eigenvectors = np.clip(eigenvalues[order], 0.0, None), eigenvectors[:, order]
-    total = float(np.trace(gram))
-    if not eigenvalues[0] > 0.0:
-        raise ValueError("all training shapes are identical: there is no variation to model")
-    usable = int(np.sum(eigenvalues > NULL_MODE_TOLERANCE * eigenvalues[0]))
-    cumulative = np.cumsum(eigenvalues) / total
-    n_modes = int(np.searchsorted(cumulative, variance_threshold - THRESHOLD_SLACK) + 1)
-    n_modes = min(n_modes, n_subjects - 1, usable, max_modes if max_modes is not None else n_subjects)
-
-    singular = np.sqrt(eigenvalues[:n_modes])
-    components = (eigenvectors[:, :n_modes].T @ standardised) / singular[:, None]
-    # Rows are orthonormal up to rounding; renormalise so that projections are unbiased.
-    components /= np.linalg.norm(components, axis=1, keepdims=True)
+    modes = principal_modes(centred / scale, variance_threshold, max_modes)
     return ShapeModel(
         hemi=hemi,
         mean=mean,
-        components=components,
-        variances=eigenvalues[:n_modes] / (n_subjects - 1),
+        components=modes.components,
+        variances=modes.variances,
         feature_scale=scale,
-        total_variance=total / (n_subjects - 1),
+        total_variance=modes.total_variance,
         n_vertices=int(n_vertices),
         faces=faces,
         subjects=subjects,
