@@ -87,8 +87,9 @@ def evaluation_subject_files(wildcards):
 
 
 def evaluation_inputs(wildcards):
-    """The rest of evaluate's inputs: every generator's samples, table and training log, the
-    conditional generators' cycle tables (``<model>_cycle``) and the real images' (``cycle_real``)."""
+    """The rest of evaluate's inputs: every generator's samples and table, the network
+    generators' training logs, the conditional generators' cycle tables (``<model>_cycle``) and
+    the real images' (``cycle_real``)."""
     files = {
         "cycle_real": [str(rules.cycle_consistency.output.table).format(source="real", label=label)
                        for label, item in CYCLE_ITEMS.items() if item["kind"] == "held_out"],
@@ -99,7 +100,8 @@ def evaluation_inputs(wildcards):
         sample_rule = getattr(rules, f"sample_{model}")
         files[f"{model}_images"] = list(sample_rule.output.images)
         files[f"{model}_table"] = sample_rule.output.table
-        files[f"{model}_log"] = str(rules.train_generator.output.log).format(model=model)
+        if entry.network:
+            files[f"{model}_log"] = str(rules.train_generator.output.log).format(model=model)
         if entry.conditional:
             files[f"{model}_cycle"] = [str(rules.cycle_consistency.output.table).format(source=model, label=label)
                                        for label in CYCLE_ITEMS]

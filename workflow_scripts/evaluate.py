@@ -146,7 +146,8 @@ with job_log(snakemake.log[0]) as log:
                   extra={"reference": snakemake.params.reference, "reference_images": reference_paths})
 
     save(metrics_figure([row.as_row() for row in rows]), snakemake.output.metrics_png)
-    save(training_figure({model: read_train_log(getattr(inputs, f"{model}_log")) for model in generated}),
+    save(training_figure({model: read_train_log(getattr(inputs, f"{model}_log")) for model in generated
+                          if registry_entry(model).network}),
          snakemake.output.training_png)
     count = snakemake.params.gallery["n"]
     real_items = [(Path(path).name.split("_")[0], volume) for path, volume in zip(reference_paths[:count], reference[:count])]

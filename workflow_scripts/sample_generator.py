@@ -10,6 +10,7 @@ from cortexgen.diffusion.run import sample_bridge_job, sample_unconditional_job 
 with job_log(snakemake.log[0]) as log:
     model = snakemake.params.model
     spec = {
+        "model": model,
         "model_file": snakemake.input.model,
         "settings": snakemake.params.settings,
         "device": snakemake.params.device,

@@ -1,7 +1,7 @@
-"""Rule train_generator: one generator ({model}), resuming from its checkpoints.
+"""Rule train_generator: one generator ({model}), resuming from its checkpoints (a network), or fitted.
 
-With a ``gpu`` resource above 1 the job runs torchrun, one process per GPU (DDP); the job
-description goes to it as a JSON file, never as shell text.
+With a ``gpu`` resource above 1 a network's training runs under torchrun, one process per GPU
+(DDP); the job description goes to it as a JSON file, never as shell text.
 """
 
 from cortexgen.runtime import job_inputs, job_log, limit_threads
@@ -14,6 +14,7 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from cortexgen.diffusion.registry import generator  # noqa: E402
 from cortexgen.diffusion.run import train_job  # noqa: E402
 from cortexgen.shards import complete_indices, select  # noqa: E402
 
@@ -36,7 +37,7 @@ with job_log(snakemake.log[0]) as log:
         "outputs": {key: str(value) for key, value in snakemake.output.items()},
     }
     gpus = int(snakemake.resources.get("gpu", 0) or 0)
-    if gpus > 1:
+    if gpus > 1 and generator(spec["model"]).network:
         Path(spec["checkpoints"]).mkdir(parents=True, exist_ok=True)
         spec_path = Path(spec["checkpoints"]) / "job.json"
         spec_path.write_text(json.dumps(spec, indent=1))

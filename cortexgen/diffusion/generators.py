@@ -182,6 +182,8 @@ def make_generator(name: str, settings: dict):
     """The generator ``name`` (:mod:`cortexgen.diffusion.registry`) from its config section (schedule etc.):
     its registry entry's process over volumes of its channels."""
     entry = registry_entry(name)
+    if not entry.network:
+        raise ValueError(f"generator {name!r} has no network (process {entry.process!r})")
     if entry.process == "bridge":
         return BridgeGenerator(BridgeSettings.from_dict(settings))
     return DDPMGenerator(DDPMSettings.from_dict(settings), channels=entry.channels, name=entry.name)

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 #: mm), which it learns as stationary velocities or displacements on its grid (config ``field``).
 DATA = ("images", "fields")
 
-#: How a generator learns: the diffusion process of its UNet.
-PROCESSES = ("bridge", "ddpm")
+#: How a generator learns: the diffusion process of its UNet (``bridge``, ``ddpm``), or ``pca``
+#: (no network: a statistical model of the training fields, :mod:`cortexgen.diffusion.sdm`).
+PROCESSES = ("bridge", "ddpm", "pca")
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class GeneratorEntry:
         conditional: it samples one image per condition set (the cortical SDFs of config
             ``diffusion.<name>.conditions``, from held-out subjects and new cortices), paired in
             the evaluation with the real image it came from; otherwise ``sampling.n`` images
-            from noise.
+            from noise (``pca``: from random mode coefficients).
         process: how it learns (:data:`PROCESSES`).
         channels: channels of each volume it generates: 1 for an image, 3 for a field.
         settings_keys: the keys of its config section its generator object takes (besides
@@ -52,6 +53,12 @@ class GeneratorEntry:
     def __post_init__(self) -> None:
         if self.data not in DATA or self.process not in PROCESSES:
             raise ValueError(f"generator {self.name}: data must be one of {DATA} and process one of {PROCESSES}")
+
+    @property
+    def network(self) -> bool:
+        """It trains a UNet (by optimiser steps, resumable, on several GPUs with DDP), with a
+        loss curve; else it is fitted in one go and its training log is its PCA spectrum."""
+        return self.process != "pca"
 
     @property
     def sample_outputs(self) -> tuple[str, ...]:
@@ -79,6 +86,8 @@ GENERATORS: dict[str, GeneratorEntry] = {entry.name: entry for entry in (
     GeneratorEntry("ddpm", "images", False, "ddpm", 1, ("schedule", "sample_steps", "eta")),
     # DDPM on the fields' velocities; a sample warps the template.
     GeneratorEntry("deform", "fields", False, "ddpm", 3, ("schedule", "sample_steps", "eta")),
+    # Statistical deformation model, the baseline beside deform: PCA of the same velocities.
+    GeneratorEntry("sdm", "fields", False, "pca", 3),
 )}
 
 

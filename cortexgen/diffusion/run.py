@@ -107,12 +107,51 @@ def _device(name: str) -> str | None:
     return None if name == "auto" else name
 
 
+def fit_job(spec: dict) -> None:
+    """Fit the statistical deformation model (a generator without a network) as ``train_generator`` asks.
+
+    Its training fields are loaded as :func:`load_data` loads them for deform (velocities on its
+    grid, cached beside ``spec['checkpoints']``); the model file keeps the grid and field
+    settings the sampler needs, the training log its spectrum (variance per mode, and how much
+    of the validation fields' variance the modes hold), the figure that spectrum.
+    """
+    from cortexgen.diffusion.sdm import (
+        explained_variance,
+        fit_deformation_model,
+        save_deformation_model,
+        spectrum_figure,
+        spectrum_rows,
+    )
+
+    model, settings, inputs = spec["model"], spec["settings"], spec["inputs"]
+    entry = registry_entry(model)
+    grid = model_grid(settings, nib.load(inputs[entry.data][0]).shape[:3])
+    cache = Path(spec["checkpoints"]) / "data"
+    clip = spec.get("sdf_clip_mm", 10.0)
+    data = load_data(model, inputs, settings, grid, clip, cache)
+    val_data = load_data(model, inputs, settings, grid, clip, cache, prefix="val_")
+    sdm = fit_deformation_model(data["image"], settings["variance_threshold"], settings["max_modes"])
+    validation = explained_variance(sdm, val_data["image"]) if val_data else []
+    save_deformation_model(sdm, spec["outputs"]["model"], {"grid": list(grid), "field": field_settings(settings)})
+    rows = spectrum_rows(sdm, validation)
+    write_table(rows, spec["outputs"]["log"])
+    fig = spectrum_figure(rows, f"{model}: {sdm.n_subjects} training fields, grid {'x'.join(map(str, grid))}")
+    with atomic_output(spec["outputs"]["png"]) as tmp:
+        fig.savefig(tmp, dpi=100)
+    log.info("%s: %d modes of %d training fields hold %.3g of their variance", model, sdm.n_modes, sdm.n_subjects,
+             rows[-1]["cumulative_explained_variance"])
+
+
 def train_job(spec: dict) -> None:
-    """Train one generator as the workflow's ``train_generator`` rule asks (also under torchrun)."""
+    """Train one generator as the workflow's ``train_generator`` rule asks (also under torchrun);
+    one without a network is fitted (:func:`fit_job`)."""
     from cortexgen.diffusion.fields import field_scale
 
     model, settings, inputs = spec["model"], spec["settings"], spec["inputs"]
     entry = registry_entry(model)
+    if not entry.network:
+        fit_job(spec)
+        return
     dist = init_distributed(_device(spec.get("device", "auto")))
     cuda = CudaSettings.from_dict(spec.get("cuda"))
     apply_cuda_settings(cuda, dist.device)
@@ -216,52 +255,91 @@ def sample_bridge_job(spec: dict) -> list[dict]:
     return rows
 
 
-def sample_unconditional_job(spec: dict) -> list[dict]:
-    """``len(outputs)`` images from the ddpm (noise -> image) or deform (noise -> field -> warped template).
+def _network_draws(spec: dict, device: torch.device, cuda: CudaSettings):
+    """A trained network's sampler: ``draw(index)`` -> its volume (C, *grid) on CPU (an image in the
+    network's scaling, a field in mm), seeded by (sampling seed, index); and its field settings."""
+    trained = load_model(spec["model_file"], device)
+    sampling = spec["settings"]["sampling"]
+    shape = (1, trained.generator.out_channels, *trained.grid)
 
-    Written on the grid of ``spec['grid_image']`` (the model grid). For deform, a sampled
-    velocity field is upsampled to that grid and integrated (scaling and squaring); the
-    displacement (mm) is written too, with the fraction of voxels where the warp folds (Jacobian <= 0).
+    def draw(index: int) -> torch.Tensor:
+        generator = torch.Generator(device=device).manual_seed(sampling["seed"] * 100_003 + index)
+        with sampling_autocast(cuda, device):
+            volume = trained.generator.sample(trained.network, shape, generator=generator, device=device,
+                                              progress=_progress(f"{trained.generator.name} {index + 1}"))
+        volume = volume[0].float().cpu()
+        return volume * trained.extra["field_scale_mm"] if "field_scale_mm" in trained.extra else volume
+
+    return draw, trained.extra.get("field")
+
+
+def _sdm_draws(spec: dict):
+    """The statistical deformation model's sampler: ``draw(index)`` -> a velocity (or displacement)
+    field (3, *grid) in mm, its mode coefficients seeded by (sampling seed, index); and its field settings."""
+    from cortexgen.diffusion.sdm import draw_coefficients, field_of, load_deformation_model
+
+    model, extra = load_deformation_model(spec["model_file"])
+    seed = spec["settings"]["sampling"]["seed"]
+    return lambda index: torch.from_numpy(field_of(model, draw_coefficients(model, seed, index))), extra["field"]
+
+
+def warped_template(field_mm: torch.Tensor, kind: dict, template: torch.Tensor,
+                    affine: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+    """A field generator's post-processing: its sampled field applied to the template.
+
+    Args:
+        field_mm: (3, x, y, z) sampled on the generator's grid, mm along RAS world axes.
+        kind: its field settings (:func:`field_settings`): with ``kind: velocity`` it is smoothed
+            by ``smoothing_voxels``, upsampled and integrated (scaling and squaring,
+            ``integration_steps``); a displacement is only upsampled.
+        template: (X, Y, Z) float32 template image, on the grid of ``affine``.
+
+    Returns:
+        The displacement (3, X, Y, Z) float32 mm on the template's grid, and the template warped
+        by it (X, Y, Z) float32 (trilinear, not clipped).
     """
     from scipy.ndimage import gaussian_filter
 
     from cortexgen.diffusion.fields import integrate_velocity, resize_field, warp_image
 
+    shape = tuple(template.shape)
+    if kind["kind"] == "velocity":
+        # Smoothed on the model grid first: a rough sampled velocity (an undertrained
+        # network's is noise) integrates to a map that folds between grid points.
+        field = torch.from_numpy(np.stack([
+            gaussian_filter(component, kind["smoothing_voxels"], mode="nearest")
+            for component in field_mm.double().numpy()]))
+        field = integrate_velocity(resize_field(field, shape), affine, kind["integration_steps"]).float()
+    else:
+        field = resize_field(field_mm, shape).float()
+    return field, warp_image(template, field, affine).numpy()
+
+
+def sample_unconditional_job(spec: dict) -> list[dict]:
+    """``len(outputs)`` images from a generator without conditions (``spec['model']``).
+
+    A network generator draws from noise (ddpm: an image; deform: a field), the statistical
+    deformation model draws mode coefficients (a field). Written on the grid of
+    ``spec['grid_image']`` (the template image on the model grid). A field warps the template
+    (:func:`warped_template`); the displacement (mm) is written to ``spec['fields']`` too, and
+    the table gets the fraction of voxels where the warp folds (Jacobian <= 0).
+    """
+    entry = registry_entry(spec["model"])
     device = _device_for_sampling(spec.get("device", "auto"))
     cuda = CudaSettings.from_dict(spec.get("cuda"))
     apply_cuda_settings(cuda, device)
-    trained = load_model(spec["model_file"], device)
+    draw, kind = _network_draws(spec, device, cuda) if entry.network else _sdm_draws(spec)
     sampling = spec["settings"]["sampling"]
     reference = nib.load(spec["grid_image"])
     shape = reference.shape[:3]
-    channels = trained.generator.out_channels
     rows = []
     for batch in _batches(len(spec["outputs"]), sampling["batch_size"]):
-        samples = []
-        for index in batch:
-            generator = torch.Generator(device=device).manual_seed(sampling["seed"] * 100_003 + index)
-            with sampling_autocast(cuda, device):
-                samples.append(trained.generator.sample(
-                    trained.network, (1, channels, *trained.grid), generator=generator, device=device,
-                    progress=_progress(f"{trained.generator.name} {index + 1}")))
-        samples = torch.cat(samples).float().cpu()
+        samples = [draw(index) for index in batch]
         for k, index in enumerate(batch):
             row = {"file": Path(spec["outputs"][index]).name, "seed": sampling["seed"], "index": index}
-            if registry_entry(trained.generator.name).data == "fields":
-                kind = trained.extra["field"]
-                field = samples[k] * trained.extra["field_scale_mm"]
-                if kind["kind"] == "velocity":
-                    # Smoothed on the model grid first: a rough sampled velocity (an undertrained
-                    # network's is noise) integrates to a map that folds between grid points.
-                    field = torch.from_numpy(np.stack([
-                        gaussian_filter(component, kind["smoothing_voxels"], mode="nearest")
-                        for component in field.double().numpy()]))
-                    field = integrate_velocity(resize_field(field, shape), reference.affine,
-                                               kind["integration_steps"]).float()
-                else:
-                    field = resize_field(field, shape)
+            if entry.data == "fields":
                 template = torch.from_numpy(np.asarray(reference.get_fdata(dtype=np.float32)))
-                image = warp_image(template, field, reference.affine).numpy()
+                field, image = warped_template(samples[k], kind, template, reference.affine)
                 save_nifti(_field_image(field.numpy(), reference.affine), spec["fields"][index])
                 row["folding_fraction"] = folding_fraction(field.numpy(), reference.affine)
                 save_nifti(nib.Nifti1Image(np.clip(image, 0, 1).astype(np.float32), reference.affine),

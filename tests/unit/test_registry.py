@@ -10,13 +10,14 @@ from tests.conftest import REPO
 
 
 def test_entries_say_what_each_generator_trains_on_and_writes():
-    bridge, ddpm, deform = (registry.generator(name) for name in ("bridge", "ddpm", "deform"))
+    bridge, ddpm, deform, sdm = (registry.generator(name) for name in ("bridge", "ddpm", "deform", "sdm"))
     assert bridge.training_roles(["pialsdf", "whitesdf"]) == ("images", "pialsdf", "whitesdf")
     assert ddpm.training_roles(["pialsdf"]) == ("images",)
-    assert deform.training_roles(["pialsdf"]) == ("fields",)
-    assert [entry.conditional for entry in (bridge, ddpm, deform)] == [True, False, False]
+    assert deform.training_roles(["pialsdf"]) == sdm.training_roles([]) == ("fields",)
+    assert [entry.conditional for entry in (bridge, ddpm, deform, sdm)] == [True, False, False, False]
+    assert [entry.network for entry in (bridge, ddpm, deform, sdm)] == [True, True, True, False]
     assert bridge.sample_outputs == ddpm.sample_outputs == ("images",)
-    assert deform.sample_outputs == ("images", "fields")
+    assert deform.sample_outputs == sdm.sample_outputs == ("images", "fields")
     section = {"schedule": {"num_steps": 10}, "sample_steps": 5, "grid": [8, 8, 8], "objective": "grad"}
     assert ddpm.generator_settings(section) == {"schedule": {"num_steps": 10}, "sample_steps": 5}
     assert bridge.generator_settings(section) == {"schedule": {"num_steps": 10}, "sample_steps": 5,
@@ -31,6 +32,10 @@ def test_network_generators_have_their_entrys_process_and_channels():
     from cortexgen.diffusion.generators import BridgeGenerator, DDPMGenerator, make_generator
 
     for name, entry in registry.GENERATORS.items():
+        if not entry.network:
+            with pytest.raises(ValueError, match="has no network"):
+                make_generator(name, {})
+            continue
         generator = make_generator(name, {})
         assert generator.name == name
         assert isinstance(generator, BridgeGenerator if entry.process == "bridge" else DDPMGenerator)

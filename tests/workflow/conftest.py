@@ -27,11 +27,11 @@ LABELS = ["01", "02", "03"]
 GRID = (32, 48, 32)
 RES = "32x48x32"
 DIFFUSION_RULES = ["deform_template", "deformation_field", "train_generator", "sample_bridge", "sample_ddpm",
-                   "sample_deform"]
+                   "sample_deform", "sample_sdm"]
 EVALUATION_RULES = ["surface_template", "cycle_consistency", "evaluate"]
 TINY = {"channels": [4, 8, 8], "attention_levels": [False, False, True], "num_res_blocks": 1,
         "norm_num_groups": 4, "num_head_channels": 0, "use_flash_attention": True}
-GENERATORS = ("bridge", "ddpm", "deform")
+GENERATORS = ("bridge", "ddpm", "deform", "sdm")
 #: What the diffusion run asks for: every model, its log and figure, the samples, the metrics.
 DIFFUSION_TARGETS = (
     [f"results/models/{model}/{name}" for model in GENERATORS for name in ("model.pt", "train_log.tsv", "loss.png")]
@@ -92,7 +92,8 @@ def build_diffusion_inputs(root: Path) -> tuple[Path, dict, nib.Nifti1Image]:
 
 
 def diffusion_config(bids: Path) -> dict:
-    """The shipped config shrunk for the diffusion run: tiny networks, 4 training steps, CPU."""
+    """The shipped config shrunk for the diffusion run: tiny networks, 4 training steps, CPU; the
+    statistical deformation model on deform's grid."""
     config = demo_config(bids_dir=str(bids))
     config["preprocess"]["shape"] = list(GRID)
     config["surfaces"]["template_subdivisions"] = 0
@@ -106,12 +107,13 @@ def diffusion_config(bids: Path) -> dict:
     for model in GENERATORS:
         section = config["diffusion"][model]
         section["grid"] = [16, 24, 16]
-        section["network"] = copy.deepcopy(TINY)
-        section["training"].update(steps=4, log_every=2, checkpoint_every=2, learning_rate=1e-3)
-        section["sample_steps"] = 3
         section["sampling"]["batch_size"] = 2
         if model != "bridge":
             section["sampling"]["n"] = 2
+        if model != "sdm":
+            section["network"] = copy.deepcopy(TINY)
+            section["training"].update(steps=4, log_every=2, checkpoint_every=2, learning_rate=1e-3)
+            section["sample_steps"] = 3
     config["diffusion"]["device"] = "cpu"
     return config
 

@@ -15,10 +15,10 @@ PREPROC_RULES = ["preprocess", "qc_preproc"]
 SURFACE_RULES = ["segment", "surfaces", "surface_sdf", "qc_surfaces"]
 # The demo config: 2 samples, 1 interpolation, 1 atrophy; one model (and quality) per hemisphere.
 SHAPE_JOBS = {"fit_shape_model": 2, "shape_model_quality": 2, "make_shape": 4, "qc_shapes": 1}
-# Three generators, each trained once (train_generator over {model}) and sampled once (a rule
+# Four generators, each trained once (train_generator over {model}) and sampled once (a rule
 # each); a field per training subject (2 of 3).
-DIFFUSION_JOBS = {"deform_template": 1, "deformation_field": 2, "train_generator": 3, "sample_bridge": 1,
-                  "sample_ddpm": 1, "sample_deform": 1}
+DIFFUSION_JOBS = {"deform_template": 1, "deformation_field": 2, "train_generator": 4, "sample_bridge": 1,
+                  "sample_ddpm": 1, "sample_deform": 1, "sample_sdm": 1}
 # Cycle consistency on the held-out subject's and the atrophy's bridge samples and on the held-out
 # subject's real image; one evaluation.
 EVALUATION_JOBS = {"cycle_consistency": 3, "evaluate": 1}
@@ -54,7 +54,7 @@ def test_full_dag_dry_run_schedules_every_step_per_subject(tmp_path):
         "total": len(per_subject) * n_demo + 3 + sum(SHAPE_JOBS.values()) + sum(DIFFUSION_JOBS.values())
         + sum(EVALUATION_JOBS.values()),
     }
-    for model in ("bridge", "ddpm", "deform"):
+    for model in ("bridge", "ddpm", "deform", "sdm"):
         assert f"results/models/{model}/model.pt" in result.stdout
     assert "results/samples/ddpm/sample-0004_T1w.nii.gz" in result.stdout
     # The bridge samples from the held-out subject's SDFs and from every new cortex.
@@ -170,17 +170,18 @@ def test_generators_train_on_the_training_split_only(tmp_path):
     result = run_snakemake(tmp_path, config, "--dry-run", "--until", "train_generator")
     assert result.returncode == 0, result.stderr
     counts = job_counts(result.stdout)
-    assert counts["train_generator"] == 3
+    assert counts["train_generator"] == 4
     assert counts["deformation_field"] == 2 and "sample_bridge" not in counts and "make_shape" not in counts
     blocks = {model: next(block for block in job_blocks(result.stdout)
                           if "rule train_generator:" in block and f"wildcards: model={model}\n" in block)
-              for model in ("bridge", "ddpm", "deform")}
+              for model in ("bridge", "ddpm", "deform", "sdm")}
     for block in blocks.values():
         inputs = next(line for line in block.splitlines() if line.strip().startswith("input:"))
         assert "sub-01_" in inputs and "sub-03_" in inputs and "sub-02" not in inputs
     assert "desc-pialsdf" in blocks["bridge"] and "desc-whitesdf" in blocks["bridge"]
     assert "desc-pialsdf" not in blocks["ddpm"] and "desc-preproc_T1w" in blocks["ddpm"]
-    assert "desc-displacement_xfm" in blocks["deform"] and "desc-preproc_T1w" not in blocks["deform"]
+    for model in ("deform", "sdm"):
+        assert "desc-displacement_xfm" in blocks[model] and "desc-preproc_T1w" not in blocks[model]
 
 
 def test_sessions_and_participant_filter(tmp_path):
@@ -233,6 +234,8 @@ def test_slurm_profile_with_the_gpu_config_requests_gpus_for_training_and_sampli
     assert "runtime=2880" in resources("train_generator", "ddpm") and "mem_mb=32000" in resources("train_generator",
                                                                                                    "ddpm")
     assert "runtime=240" in resources("sample_ddpm") and "runtime=120" in resources("sample_bridge")
+    # The PCA baseline has no network: it stays on the CPU.
+    assert "gpu=0" in resources("train_generator", "sdm") and "gpu=0" in resources("sample_sdm")
     for rule in ("preprocess", "surfaces", "deformation_field"):
         assert "gpu=" not in resources(rule), resources(rule)
 

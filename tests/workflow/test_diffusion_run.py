@@ -1,5 +1,6 @@
-"""The diffusion and evaluation stages run for real (deformation fields, three generators
-trained and sampled, then evaluated: set metrics, paired fidelity, cycle consistency, figures).
+"""The diffusion and evaluation stages run for real (deformation fields, three diffusion generators
+and the statistical deformation model trained and sampled, then evaluated: set metrics, paired
+fidelity, cycle consistency, figures).
 
 Only the diffusion and evaluation rules (and the surface template) may run (--allowed-rules).
 The run and its inputs are the session fixture ``diffusion_run`` (tests/workflow/conftest.py),
@@ -46,6 +47,24 @@ def test_every_generator_trains_and_writes_a_loadable_model(diffusion_run):
                                     "smoothing_voxels": 1.0}
 
 
+def test_statistical_deformation_model_is_the_pca_of_the_training_velocities(diffusion_run):
+    from cortexgen.diffusion.sdm import load_deformation_model
+
+    work, result = diffusion_run.work, diffusion_run.result
+    assert result.returncode == 0, result.stderr[-4000:]
+    folder = work / "results" / "models" / "sdm"
+    sdm, extra = load_deformation_model(folder / "model.pt")
+    # Two training subjects: one mode, all of their variance, on deform's grid and field settings.
+    assert sdm.n_subjects == 2 and sdm.n_modes == 1 and sdm.grid == (16, 24, 16)
+    assert extra["field"] == load_model(work / "results" / "models" / "deform" / "model.pt").extra["field"]
+    with open(folder / "train_log.tsv") as handle:
+        (row,) = list(csv.DictReader(handle, delimiter="\t"))
+    assert row["mode"] == "1" and float(row["cumulative_explained_variance"]) == pytest.approx(1.0)
+    assert float(row["variance_mm2"]) == pytest.approx(sdm.variances[0]) and sdm.variances[0] > 0.1
+    assert (folder / "loss.png").stat().st_size > 5_000
+    assert not list((folder / "checkpoints").glob("step-*.pt"))
+
+
 def test_samples_are_images_on_the_model_grid(diffusion_run):
     work, result, brain = diffusion_run.work, diffusion_run.result, diffusion_run.brain
     assert result.returncode == 0, result.stderr[-4000:]
@@ -56,25 +75,32 @@ def test_samples_are_images_on_the_model_grid(diffusion_run):
     assert [(row["condition"], row["kind"]) for row in rows] == [("sub-03", "held_out")]
     assert rows[0]["real_image"].endswith(f"sub-03_space-MNIColin27_res-{RES}_desc-preproc_T1w.nii.gz")
     paths = [samples / "bridge" / "cond-sub03_T1w.nii.gz"] + [
-        samples / model / f"sample-{i:04d}_T1w.nii.gz" for model in ("ddpm", "deform") for i in (1, 2)]
+        samples / model / f"sample-{i:04d}_T1w.nii.gz" for model in ("ddpm", "deform", "sdm") for i in (1, 2)]
     for path in paths:
         image = nib.load(path)
         assert image.shape == GRID
         assert np.allclose(image.affine, brain.affine)
         data = image.get_fdata()
         assert data.min() >= 0.0 and data.max() <= 1.0 and np.isfinite(data).all()
-    field = nib.load(samples / "deform" / "sample-0001_from-MNIColin27_desc-displacement_xfm.nii.gz")
-    assert field.shape == GRID + (3,)
-    with open(samples / "deform" / "samples.tsv") as handle:
-        rows = list(csv.DictReader(handle, delimiter="\t"))
-    # Sampled velocity fields integrated by scaling and squaring: no warp folds.
-    assert len(rows) == 2 and all(float(row["folding_fraction"]) == 0.0 for row in rows)
-    # A deform sample is the template warped by the field written beside it.
     from cortexgen.diffusion.fields import field_array, warp_image
 
     template = nib.load(work / "results" / "deform" / "template" / f"tpl-MNIColin27_res-{RES}_desc-brain_T1w.nii.gz")
-    expected = warp_image(template.get_fdata(dtype=np.float32), field_array(field), template.affine)
-    assert np.abs(nib.load(samples / "deform" / "sample-0001_T1w.nii.gz").get_fdata() - np.clip(expected, 0, 1)).max() < 1e-5
+    for model in ("deform", "sdm"):
+        field = nib.load(samples / model / "sample-0001_from-MNIColin27_desc-displacement_xfm.nii.gz")
+        assert field.shape == GRID + (3,)
+        with open(samples / model / "samples.tsv") as handle:
+            rows = list(csv.DictReader(handle, delimiter="\t"))
+        # Sampled velocity fields integrated by scaling and squaring: no warp folds.
+        assert len(rows) == 2 and all(float(row["folding_fraction"]) == 0.0 for row in rows), (model, rows)
+        # A sample is the template warped by the field written beside it.
+        expected = warp_image(template.get_fdata(dtype=np.float32), field_array(field), template.affine)
+        sample = nib.load(samples / model / "sample-0001_T1w.nii.gz").get_fdata()
+        assert np.abs(sample - np.clip(expected, 0, 1)).max() < 1e-5, model
+    # The PCA's two samples: its mean velocity plus two different multiples of its one mode.
+    first, second = (
+        field_array(nib.load(samples / "sdm" / f"sample-000{i}_from-MNIColin27_desc-displacement_xfm.nii.gz"))
+        for i in (1, 2))
+    assert np.abs(first - second).max() > 0.1
 
 
 def test_deformation_fields_warp_the_template_towards_each_subject(diffusion_run):
@@ -108,7 +134,7 @@ def test_evaluation_table_has_every_generator_and_the_baseline(diffusion_run):
     assert list(rows[0]) == ["generator", "metric", "value", "ci_low", "ci_high", "n", "note"]
     by_key = {(row["generator"], row["metric"]): row for row in rows}
     # Reference 'all' (the demo's): 3 real images; the baseline splits them 2 vs 1.
-    for generator in ("ddpm", "deform"):
+    for generator in ("ddpm", "deform", "sdm"):
         row = by_key[(generator, "mmd_linear_voxels")]
         value, low, high = (float(row[key]) for key in ("value", "ci_low", "ci_high"))
         assert np.isfinite(value)
@@ -130,8 +156,9 @@ def test_evaluation_table_has_every_generator_and_the_baseline(diffusion_run):
     ssim = float(by_key[("bridge", "paired_ssim")]["value"])
     mae = float(by_key[("bridge", "paired_mae")]["value"])
     assert -1.0 <= ssim <= 1.0 and 0.0 <= mae <= 1.0 and by_key[("bridge", "paired_mae")]["n"] == "1"
-    # Every deform sample's folding fraction, summarised.
+    # Every field generator's samples' folding fraction, summarised.
     assert 0.0 <= float(by_key[("deform", "folding_fraction")]["value"]) <= 1.0
+    assert float(by_key[("sdm", "folding_fraction")]["value"]) == 0.0
     assert not [row for row in rows if row["metric"] == "failed_job"]
 
 
@@ -145,18 +172,18 @@ def test_memorisation_check_finds_each_images_nearest_training_image(diffusion_r
     # The held-out subject's real image (the baseline) and every sample of every generator.
     assert [(row["generator"], row["image"]) for row in table] == [
         ("real_held_out", "sub-03"), ("bridge", "cond-sub03"), ("ddpm", "sample-0001"), ("ddpm", "sample-0002"),
-        ("deform", "sample-0001"), ("deform", "sample-0002")]
+        ("deform", "sample-0001"), ("deform", "sample-0002"), ("sdm", "sample-0001"), ("sdm", "sample-0002")]
     for row in table:
         assert -1.0 <= float(row["nearest_ssim"]) <= 1.0 and -1.0 <= float(row["nearest_corr"]) <= 1.0, row
         assert row["nearest_ssim_train"] in ("sub-01", "sub-02") and row["nearest_corr_train"] in ("sub-01", "sub-02")
     # sub-03 is Colin27 shifted by a voxel from sub-02 with another contrast: close to it, not a copy.
     assert table[0]["nearest_ssim_train"] == "sub-02" and 0.5 < float(table[0]["nearest_ssim"]) < 0.999
     metrics = {(row["generator"], row["metric"]): row for row in read_metrics(work)}
-    for generator in ("real_held_out", "bridge", "ddpm", "deform"):
+    for generator in ("real_held_out", "bridge", "ddpm", "deform", "sdm"):
         for metric in ("nearest_train_ssim", "nearest_train_ssim_median", "nearest_train_ssim_max",
                        "nearest_train_corr", "nearest_train_corr_median", "nearest_train_corr_max"):
             assert np.isfinite(float(metrics[(generator, metric)]["value"])), (generator, metric)
-    for generator in ("bridge", "ddpm", "deform"):
+    for generator in ("bridge", "ddpm", "deform", "sdm"):
         above = metrics[(generator, "nearest_train_ssim_above_real")]
         assert 0.0 <= float(above["value"]) <= 1.0 and above["n"].endswith(" vs 1")
     assert float(metrics[("ddpm", "nearest_train_ssim_max")]["value"]) == pytest.approx(
@@ -193,7 +220,7 @@ def test_evaluation_figures_and_json(diffusion_run):
     assert len(document["metrics"]) == len(read_metrics(work)) and document["failed_jobs"] == []
     fid = next(m for m in document["metrics"] if m["metric"] == "fid_medicalnet")
     assert fid["value"] is None  # NaN as null: any JSON reader takes the file
-    for name in ("metrics", "training", "gallery-bridge", "gallery-ddpm", "gallery-deform"):
+    for name in ("metrics", "training", "gallery-bridge", "gallery-ddpm", "gallery-deform", "gallery-sdm"):
         assert (evaluation / "figures" / f"{name}.png").stat().st_size > 10_000
 
 
@@ -204,5 +231,6 @@ def test_report_gathers_training_galleries_and_metrics(diffusion_run):
     html = (work / "report.html").read_text()
     # Categories and captions from report/*.rst, and the evaluation's files embedded.
     for text in ("4. Generators", "5. Evaluation", "bootstrap 95% confidence intervals", "metrics.tsv",
-                 "gallery-ddpm.png", "loss.png", "memorisation.tsv", "A generator that copies its training set"):
+                 "gallery-ddpm.png", "gallery-sdm.png", "loss.png", "memorisation.tsv",
+                 "A generator that copies its training set", "Training of the sdm generator"):
         assert text in html, text

@@ -32,9 +32,9 @@ def test_sharded_dag_has_one_job_per_shard_and_no_per_subject_jobs(tmp_path):
     for rule in PREPROC_RULES + SURFACE_RULES + ["deformation_field"]:
         assert rule not in counts
     # The cohort-level rules are all there, waiting on the manifests.
-    for rule in ("fit_shape_model", "sample_bridge", "sample_ddpm", "sample_deform", "evaluate"):
+    for rule in ("fit_shape_model", "sample_bridge", "sample_ddpm", "sample_deform", "sample_sdm", "evaluate"):
         assert counts[rule] >= 1
-    assert counts["train_generator"] == 3
+    assert counts["train_generator"] == 4
     blocks = {re.search(r"rule (\w+):", block).group(1) + re.search(r"jobid: (\d+)", block).group(1): block
               for block in job_blocks(result.stdout)}
     fit = next(block for name, block in blocks.items() if name.startswith("fit_shape_model"))
