@@ -13,8 +13,9 @@ from tests.conftest import DEMO_BIDS, DS000022, REPO, demo_config, discovery_bid
 
 PREPROC_RULES = ["preprocess", "qc_preproc"]
 SURFACE_RULES = ["segment", "surfaces", "surface_sdf", "qc_surfaces"]
-# The demo config: 2 samples, 1 interpolation, 1 atrophy; one model (and quality) per hemisphere.
-SHAPE_JOBS = {"fit_shape_model": 2, "shape_model_quality": 2, "make_shape": 4, "qc_shapes": 1}
+# The demo config: 2 samples, 1 interpolation, 1 atrophy and its twin, the mean shape; one model
+# (and quality) per hemisphere; the atrophy applied to the held-out subject's own cortex.
+SHAPE_JOBS = {"fit_shape_model": 2, "shape_model_quality": 2, "make_shape": 5, "qc_shapes": 1, "thin_held_out": 1}
 # Three generators, each trained once and sampled once; a field per training subject (2 of 3).
 DIFFUSION_JOBS = {"deform_template": 1, "deformation_field": 2, "train_bridge": 1, "train_ddpm": 1,
                   "train_deform": 1, "sample_bridge": 1, "sample_ddpm": 1, "sample_deform": 1}
@@ -56,11 +57,16 @@ def test_full_dag_dry_run_schedules_every_step_per_subject(tmp_path):
     for model in ("bridge", "ddpm", "deform"):
         assert f"results/models/{model}/model.pt" in result.stdout
     assert "results/samples/ddpm/sample-0004_T1w.nii.gz" in result.stdout
-    # The bridge samples from the held-out subject's SDFs and from every new cortex.
-    for condition in ("sub03", "sample0001", "sample0002", "interp01to02w050", "atrophy01"):
+    # The bridge samples from the held-out subject's SDFs and from every new cortex: the mean
+    # shape (the atrophy's twin) and the held-out subject's own cortex thinned (its twin: sub03).
+    for condition in ("sub03", "sample0001", "sample0002", "interp01to02w050", "atrophy01", "mean",
+                      "sub03atrophy01"):
         assert f"results/samples/bridge/cond-{condition}_T1w.nii.gz" in result.stdout
-    for shape in ("sample0001", "sample0002", "atrophy01"):
+    for shape in ("sample0001", "sample0002", "atrophy01", "mean", "sub03atrophy01"):
         assert f"results/shapes/{shape}/{shape}_space-MNIColin27_res-84x128x84_desc-pialsdf.nii.gz" in result.stdout
+    (block,) = [block for block in job_blocks(result.stdout) if "rule thin_held_out:" in block]
+    assert "results/surfaces/sub-03/anat/sub-03_hemi-R_pial.surf.gii" in block
+    assert "results/preproc/sub-03/anat/sub-03_space-MNIColin27_res-84x128x84_desc-preproc_T1w.nii.gz" in block
     assert "results/shape_model/hemi-L_ssm.npz" in result.stdout
     assert "results/surfaces/sub-01/anat/sub-01_hemi-L_white.surf.gii" in result.stdout
     assert "results/surfaces/sub-01/anat/sub-01_space-MNIColin27_res-84x128x84_desc-pialsdf.nii.gz" in result.stdout
