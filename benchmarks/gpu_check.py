@@ -289,8 +289,8 @@ def real_training(check: Check, results: Path, section: dict, cuda: dict, device
     sample_bridge_job({
         "model_file": spec["outputs"]["model"], "settings": {"sampling": {"seed": 0, "batch_size": 1}},
         "device": device.type, "cuda": spec["cuda"], "sdf_clip_mm": spec["sdf_clip_mm"],
-        "conditions": [{"id": s["id"], "kind": "held_out", "real": s["image"], "pialsdf": s["pialsdf"],
-                        "whitesdf": s["whitesdf"]} for s in test],
+        "conditions": [{"id": s["id"], "kind": "held_out", "noise": s["id"], "real": s["image"],
+                        "pialsdf": s["pialsdf"], "whitesdf": s["whitesdf"]} for s in test],
         "outputs": samples, "table": str(folder / "samples.tsv"),
     })
     sample_seconds = time.perf_counter() - start

@@ -8,6 +8,7 @@ runs :func:`train_job` once per GPU.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import sys
@@ -185,12 +186,20 @@ def _batches(count: int, size: int):
         yield list(range(start, min(count, start + max(1, size))))
 
 
+def noise_seed(seed: int, key: str) -> int:
+    """The seed (63 bits) of the sampling noise of the condition item with noise key ``key`` in
+    a run seeded with ``seed``: a stable hash (Python's hash() is salted per process)."""
+    return int.from_bytes(hashlib.sha256(f"{int(seed)}:{key}".encode()).digest()[:8], "little") >> 1
+
+
 def sample_bridge_job(spec: dict) -> list[dict]:
     """Images from the bridge for each condition set; written on the grid of the condition files.
 
-    ``spec['conditions']``: list of {"id", "kind", role: path..., "real": path or ""}; outputs in
-    the same order. Each image's noise comes from (sampling seed, its index), so a sample does
-    not depend on the batch it was drawn in.
+    ``spec['conditions']``: list of {"id", "kind", "noise", role: path..., "real": path or ""}
+    (cortexgen.planning.bridge_conditions); outputs in the same order. Each image's noise comes
+    from (sampling seed, its ``noise`` key) alone (:func:`noise_seed`), so a sample does not
+    depend on its position or the batch it was drawn in, and items that share a key (an
+    atrophied cortex and its unthinned twin) share their noise.
     """
     device = _device_for_sampling(spec.get("device", "auto"))
     cuda = CudaSettings.from_dict(spec.get("cuda"))
@@ -206,17 +215,17 @@ def sample_bridge_job(spec: dict) -> list[dict]:
             volumes.load_conditions(item, roles, trained.grid, spec["sdf_clip_mm"]) for item in items
         ]).to(device)
         images = []
-        for k, index in enumerate(batch):
-            generator = torch.Generator(device=device).manual_seed(sampling["seed"] * 100_003 + index)
+        for k, item in enumerate(items):
+            generator = torch.Generator(device=device).manual_seed(noise_seed(sampling["seed"], item["noise"]))
             with sampling_autocast(cuda, device):
                 images.append(trained.generator.sample(trained.network, condition[k:k + 1], generator=generator,
-                                                       progress=_progress(f"bridge {items[k]['id']}")))
+                                                       progress=_progress(f"bridge {item['id']}")))
         out = volumes.resize_volume(torch.cat(images).float().cpu(), reference.shape[:3])
         for k, index in enumerate(batch):
             save_nifti(_image(out[k], reference.affine), spec["outputs"][index])
             rows.append({"file": Path(spec["outputs"][index]).name, "condition": items[k]["id"],
                          "kind": items[k]["kind"], "real_image": items[k].get("real", ""),
-                         "seed": sampling["seed"], "index": index})
+                         "seed": sampling["seed"], "noise": items[k]["noise"]})
     write_table(rows, spec["table"])
     return rows
 
