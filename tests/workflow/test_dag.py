@@ -20,8 +20,8 @@ SHAPE_JOBS = {"fit_shape_model": 2, "shape_model_quality": 2, "make_shape": 5, "
 DIFFUSION_JOBS = {"deform_template": 1, "deformation_field": 2, "train_bridge": 1, "train_ddpm": 1,
                   "train_deform": 1, "sample_bridge": 1, "sample_ddpm": 1, "sample_deform": 1}
 # Cycle consistency on the held-out subject's and the atrophy's bridge samples and on the held-out
-# subject's real image; one evaluation.
-EVALUATION_JOBS = {"cycle_consistency": 3, "evaluate": 1}
+# subject's real image; one evaluation; the atrophy twins' differences.
+EVALUATION_JOBS = {"cycle_consistency": 3, "evaluate": 1, "atrophy_effect": 1}
 
 
 def job_blocks(stdout: str) -> list[str]:
@@ -67,6 +67,11 @@ def test_full_dag_dry_run_schedules_every_step_per_subject(tmp_path):
     (block,) = [block for block in job_blocks(result.stdout) if "rule thin_held_out:" in block]
     assert "results/surfaces/sub-03/anat/sub-03_hemi-R_pial.surf.gii" in block
     assert "results/preproc/sub-03/anat/sub-03_space-MNIColin27_res-84x128x84_desc-preproc_T1w.nii.gz" in block
+    (block,) = [block for block in job_blocks(result.stdout) if "rule atrophy_effect:" in block]
+    for path in ("results/samples/bridge/cond-sub03atrophy01_T1w.nii.gz", "results/samples/bridge/cond-mean_T1w.nii.gz",
+                 "results/surfaces/sub-03/anat/sub-03_space-MNIColin27_res-84x128x84_desc-ribbon_mask.nii.gz",
+                 "results/shapes/mean/mean_hemi-L_white.surf.gii", "results/evaluation/atrophy.tsv"):
+        assert path in block
     assert "results/shape_model/hemi-L_ssm.npz" in result.stdout
     assert "results/surfaces/sub-01/anat/sub-01_hemi-L_white.surf.gii" in result.stdout
     assert "results/surfaces/sub-01/anat/sub-01_space-MNIColin27_res-84x128x84_desc-pialsdf.nii.gz" in result.stdout
@@ -98,8 +103,9 @@ def test_until_evaluate_schedules_only_what_evaluation_needs(tmp_path):
     full = run_snakemake(tmp_path, demo_config(), "--dry-run")
     skipped = {rule: count for rule, count in job_counts(full.stdout).items() if counts.get(rule) != count}
     assert skipped == {"qc_preproc": 3, "qc_surfaces": 3, "qc_shapes": 1, "shape_model_quality": 2,
-                       "dataset_description": 1, "all": 1, "total": job_counts(full.stdout)["total"]}
-    assert counts["total"] == job_counts(full.stdout)["total"] - 11
+                       "atrophy_effect": 1, "dataset_description": 1, "all": 1,
+                       "total": job_counts(full.stdout)["total"]}
+    assert counts["total"] == job_counts(full.stdout)["total"] - 12
     # The cycle runs on the held-out subject's and the atrophy's samples, against their surfaces.
     (block,) = [block for block in job_blocks(result.stdout)
                 if "rule cycle_consistency:" in block and "label=sub03" in block and "source=bridge" in block]

@@ -61,6 +61,19 @@ def test_cycle_items_wait_only_for_their_own_shard(tmp_path):
     assert "shard-0001" not in real[0] and "shard-0003" not in real[0]
 
 
+def test_held_out_atrophy_waits_only_for_its_subjects_shard(tmp_path):
+    bids = discovery_bids(tmp_path / "bids", LABELS)
+    config = sharded_config(bids, 2)
+    config["split"]["held_out"] = ["03"]
+    result = run_snakemake(tmp_path / "work", config, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    for rule in ("thin_held_out", "atrophy_effect"):
+        (block,) = [block for block in job_blocks(result.stdout) if f"rule {rule}:" in block]
+        inputs = re.search(r"input: (.*)", block).group(1).split(", ")
+        assert [path for path in inputs if path.startswith("results/shards/")] == ["results/shards/shard-0002.tsv"]
+        assert "results/surfaces/sub-03/" not in block  # its files are the shard's, read through params
+
+
 @pytest.fixture(scope="module")
 def shard_run(tmp_path_factory):
     """Shard 0001 of four subjects: three whose steps are already done (marked with --touch, as
