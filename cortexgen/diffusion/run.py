@@ -40,7 +40,7 @@ log = logging.getLogger("cortexgen")
 
 #: The generators' own settings in a config section (the rest: grid, network, training, sampling...).
 GENERATOR_KEYS = {
-    "bridge": ("schedule", "objective", "conditions", "sample_steps", "eta", "clip_denoised", "packing"),
+    "bridge": ("schedule", "objective", "conditions", "endpoint", "sample_steps", "eta", "clip_denoised", "packing"),
     "ddpm": ("schedule", "sample_steps", "eta"),
     "deform": ("schedule", "sample_steps", "eta"),
 }
@@ -135,6 +135,7 @@ def train_job(spec: dict) -> None:
     clip = spec.get("sdf_clip_mm", 10.0)
     data = load_data(model, inputs, settings, grid, clip, cache, build=dist.is_main)
     val_data = load_data(model, inputs, settings, grid, clip, cache, prefix="val_", build=dist.is_main)
+    generator.fit(data, mirror=train_settings.flip_lr)
     extra = {"grid": list(grid)}
     if model == "deform":
         # One scale for every field (mm), so the DDPM sees values of about [-1, 1].

@@ -457,6 +457,7 @@ def save_model(path: str | Path, generator, network_settings, weights: dict, gri
         "grid": [int(side) for side in grid],
         "extra": json.dumps(extra or {}),
         "weights": weights,
+        "generator_state": generator.state_dict(),
     }
     with atomic_output(path) as tmp:
         torch.save(model, tmp)
@@ -481,6 +482,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> TrainedM
     if model.get("format") != MODEL_FORMAT:
         raise ValueError(f"{path}: not a cortexgen diffusion model (format {model.get('format')!r})")
     generator = make_generator(model["generator"], json.loads(model["generator_settings"]))
+    generator.load_state_dict(model.get("generator_state", {}))
     network = build_unet(NetworkSettings.from_dict(json.loads(model["network"])),
                          generator.in_channels, generator.out_channels)
     network.load_state_dict(model["weights"])
