@@ -52,18 +52,22 @@ def dataset_description(source_dir: str | Path, name: str = "cortexgen derivativ
     }
 
 
-def resolution_sidecar(shape, voxel_size_mm, space: str, source: str | None = None, skull_stripped=True) -> dict:
+def resolution_sidecar(shape, voxel_size_mm, space: str, source: str | None = None, skull_stripped=True,
+                       **fields) -> dict:
     """Sidecar of an image whose name has a ``res-`` entity: BIDS asks for ``Resolution`` to say
-    what the label means. ``source``: the raw file, relative to its BIDS folder."""
+    what the label means. ``source``: the raw file, relative to its BIDS folder.
+    ``skull_stripped``: BIDS's ``SkullStripped``, which it requires of images (``_T1w``), not of
+    masks or maps; None leaves it out. ``fields``: more keys (``Description``, ``Type``, ``Units``)."""
     sidecar = {
         "Resolution": f"{'x'.join(str(n) for n in shape)} voxels of "
                       f"{'x'.join(f'{v:g}' for v in voxel_size_mm)} mm, the {space} template box resampled "
                       "onto the models' grid",
-        "SkullStripped": bool(skull_stripped),
     }
+    if skull_stripped is not None:
+        sidecar["SkullStripped"] = bool(skull_stripped)
     if source:
         sidecar["Sources"] = [f"bids:raw:{source}"]
-    return sidecar
+    return {**sidecar, **fields}
 
 
 def write_json(data: dict, path: str | Path) -> None:

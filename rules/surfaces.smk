@@ -101,12 +101,23 @@ rule surface_sdf:
         white=rules.surfaces.output.white,
         pial=rules.surfaces.output.pial,
         grid=rules.preprocess.output.image,
+    # Signed distance maps end in _sdf, a suffix BIDS (1.10) does not define: its anatomical
+    # derivatives are MR contrasts (_T1w...), quantitative MR maps (_T1map...), _mask, _dseg and
+    # _probseg, and a distance in mm is none of these. A name the validator accepts (e.g.
+    # desc-pial_T1w or desc-pial_mask) would tell BIDS tools that query by suffix it is an image
+    # or a binary mask. So: BIDS entities and grammar, a suffix of their own, listed in
+    # results/.bidsignore (cortexgen.derivatives.BIDS_IGNORE), and a sidecar saying what the values are.
     output:
-        pial_sdf=f"{SURF}_space-{SPACE}_res-{RES}_desc-pialsdf.nii.gz",
-        white_sdf=f"{SURF}_space-{SPACE}_res-{RES}_desc-whitesdf.nii.gz",
+        pial_sdf=f"{SURF}_space-{SPACE}_res-{RES}_desc-pial_sdf.nii.gz",
+        white_sdf=f"{SURF}_space-{SPACE}_res-{RES}_desc-white_sdf.nii.gz",
         ribbon=f"{SURF}_space-{SPACE}_res-{RES}_desc-ribbon_mask.nii.gz",
+        # BIDS asks for a sidecar saying what a res- label means.
+        pial_sdf_json=f"{SURF}_space-{SPACE}_res-{RES}_desc-pial_sdf.json",
+        white_sdf_json=f"{SURF}_space-{SPACE}_res-{RES}_desc-white_sdf.json",
+        ribbon_json=f"{SURF}_space-{SPACE}_res-{RES}_desc-ribbon_mask.json",
     params:
         clip_mm=config["surfaces"]["sdf_clip_mm"],
+        space=SPACE,
     log:
         "logs/surface_sdf/{subdir}/{scan}.log",
     benchmark:

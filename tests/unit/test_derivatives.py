@@ -23,6 +23,10 @@ def test_resolution_sidecar_says_what_res_means():
     sidecar = resolution_sidecar((84, 128, 84), [2.0, 1.5, 2.0], "MNIColin27", "sub-01/anat/sub-01_T1w.nii.gz")
     assert sidecar["Resolution"].startswith("84x128x84 voxels of 2x1.5x2 mm")
     assert sidecar["Sources"] == ["bids:raw:sub-01/anat/sub-01_T1w.nii.gz"]
+    assert sidecar["SkullStripped"] is True
+    # A map or a mask: no SkullStripped (BIDS asks it of images), keys of its own.
+    mask = resolution_sidecar((84, 128, 84), [2.0, 1.5, 2.0], "MNIColin27", skull_stripped=None, Type="ROI")
+    assert "SkullStripped" not in mask and "Sources" not in mask and mask["Type"] == "ROI"
 
 
 def test_bids_names():

@@ -75,7 +75,7 @@ def shard_run(tmp_path_factory):
     done_labels = ("01", "02", "04")
     # Everything the others need from the per-subject steps, and the two templates.
     done = [f"results/qc/sub-{label}_{kind}.png" for label in done_labels for kind in ("preproc", "surfaces")]
-    done += [f"results/surfaces/sub-{label}/anat/sub-{label}_space-MNIColin27_res-84x128x84_desc-pialsdf.nii.gz"
+    done += [f"results/surfaces/sub-{label}/anat/sub-{label}_space-MNIColin27_res-84x128x84_desc-pial_sdf.nii.gz"
              for label in done_labels]
     done += [f"results/deform/sub-{label}/anat/sub-{label}_from-MNIColin27_to-T1w_res-84x128x84_desc-displacement_xfm.nii.gz"
              for label in ("01", "04")]

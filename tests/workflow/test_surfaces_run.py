@@ -46,7 +46,7 @@ def test_surfaces_sdf_and_qc_are_written(surface_run):
         assert 2.0 < thickness[cortex].mean() < 3.2
         # Left hemisphere on the left (x < 0) of the MNI space, and vice versa.
         assert np.sign(white.vertices[:, 0].mean()) == (-1 if hemi == "L" else 1)
-    pial_sdf = nib.load(anat / f"{SUB}_space-MNIColin27_res-84x128x84_desc-pialsdf.nii.gz")
+    pial_sdf = nib.load(anat / f"{SUB}_space-MNIColin27_res-84x128x84_desc-pial_sdf.nii.gz")
     assert pial_sdf.shape == (84, 128, 84)
     # The SDF's zero level is the mesh: its vertices read ~0 (half the smallest voxel edge).
     values = sample_volume(pial_sdf.get_fdata(), pial_sdf.affine, pial.vertices)
