@@ -2,7 +2,8 @@
 # and fitted to its tissue, signed distance volumes of the surfaces on the model grid, QC.
 
 SURF = "results/surfaces/{subdir}/anat/{scan}"
-TEMPLATE = "results/surfaces/template/tpl-fsaverage"
+# A template's files live in a tpl-<label>/ folder of their own (BIDS, as TemplateFlow).
+TEMPLATE = "results/surfaces/tpl-fsaverage/tpl-fsaverage"
 HEMIS = ["L", "R"]
 
 
@@ -11,7 +12,7 @@ rule surface_template:
         white=expand(f"{TEMPLATE}_hemi-{{hemi}}_white.surf.gii", hemi=HEMIS),
         pial=expand(f"{TEMPLATE}_hemi-{{hemi}}_pial.surf.gii", hemi=HEMIS),
         cortex=expand(f"{TEMPLATE}_hemi-{{hemi}}_desc-cortex_mask.shape.gii", hemi=HEMIS),
-        label=f"{TEMPLATE}_desc-tissue_label.nii.gz",
+        label=f"{TEMPLATE}_desc-tissue_dseg.nii.gz",
         mask=f"{TEMPLATE}_desc-tissue_mask.nii.gz",
     params:
         hemis=HEMIS,
