@@ -20,6 +20,31 @@ BIDS_NAME = re.compile(
     r"^(sub|tpl)-[A-Za-z0-9]+(_[a-z]+-[A-Za-z0-9]+)*_[A-Za-z0-9]+(\.[a-z]+)+$"
 )
 
+#: ``results/.bidsignore`` (gitignore syntax; a leading ``/`` anchors a folder at ``results/``):
+#: what the BIDS validator skips. Folders without subjects (cohort-level stages, generated brains,
+#: figures, benchmarks), and file types the specification (1.10) has no rule for yet, named in
+#: BIDS style all the same: surface meshes and per-vertex maps (BEP011), transforms (BEP014),
+#: signed distance maps (no suffix; see rules/surfaces.smk).
+BIDS_IGNORE = (
+    "/benchmarks",
+    "/qc",
+    "/shape_model",
+    "/shapes",
+    "/models",
+    "/samples",
+    "/evaluation",
+    "/shards",
+    "*.surf.gii",
+    "*.shape.gii",
+    "*_xfm.*",
+    "*_sdf.*",
+)
+
+
+def bids_ignore() -> str:
+    """The text of ``results/.bidsignore``: :data:`BIDS_IGNORE`, one pattern a line."""
+    return "".join(f"{pattern}\n" for pattern in BIDS_IGNORE)
+
 
 def code_url() -> str | None:
     """The source repository's URL from the installed package's metadata (Project-URL), if any."""
@@ -43,12 +68,15 @@ def dataset_description(source_dir: str | Path, name: str = "cortexgen derivativ
     url = code_url()
     if url:
         generated_by["CodeURL"] = url
+    source = Path(source_dir).resolve().as_uri()
     return {
         "Name": name,
         "BIDSVersion": BIDS_VERSION,
         "DatasetType": "derivative",
         "GeneratedBy": [generated_by],
-        "SourceDatasets": [{"URL": Path(source_dir).resolve().as_uri()}],
+        "SourceDatasets": [{"URL": source}],
+        # The sidecars' Sources name raw files as bids:raw:<path>.
+        "DatasetLinks": {"raw": source},
     }
 
 

@@ -85,6 +85,8 @@ rule qc_preproc:
 rule dataset_description:
     output:
         json="results/dataset_description.json",
+        # What the BIDS validator skips: folders without subjects, file types BIDS lacks.
+        bidsignore="results/.bidsignore",
     params:
         bids_dir=config["bids_dir"],
     log:

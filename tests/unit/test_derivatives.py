@@ -5,7 +5,14 @@ from __future__ import annotations
 import json
 
 import cortexgen
-from cortexgen.derivatives import dataset_description, is_bids_name, resolution_sidecar, write_json
+from cortexgen.derivatives import (
+    BIDS_IGNORE,
+    bids_ignore,
+    dataset_description,
+    is_bids_name,
+    resolution_sidecar,
+    write_json,
+)
 
 
 def test_dataset_description_is_a_derivative_generated_by_this_version(tmp_path):
@@ -15,6 +22,8 @@ def test_dataset_description_is_a_derivative_generated_by_this_version(tmp_path)
     assert description["GeneratedBy"][0]["Name"] == "cortexgen"
     assert description["GeneratedBy"][0]["Version"] == cortexgen.__version__
     assert description["SourceDatasets"] == [{"URL": (tmp_path / "raw").resolve().as_uri()}]
+    # The sidecars' Sources say bids:raw:<path>: the name "raw" is defined here.
+    assert description["DatasetLinks"] == {"raw": (tmp_path / "raw").resolve().as_uri()}
     write_json(description, tmp_path / "out" / "dataset_description.json")
     assert json.loads((tmp_path / "out" / "dataset_description.json").read_text()) == description
 
@@ -33,5 +42,14 @@ def test_bids_names():
     assert is_bids_name("sub-01_ses-A_run-2_space-MNIColin27_res-84x128x84_desc-preproc_T1w.nii.gz")
     assert is_bids_name("sub-01_hemi-L_white.surf.gii")
     assert is_bids_name("sub-01_from-T1w_to-MNIColin27_mode-image_xfm.mat")
+    assert is_bids_name("sub-01_space-MNIColin27_res-84x128x84_desc-pial_sdf.nii.gz")
     assert not is_bids_name("sub-01_res-84x128x84_desc-pialsdf.nii.gz")  # no suffix
     assert not is_bids_name("sub-01_desc-a_b_T1w.nii.gz")
+
+
+def test_bidsignore_skips_folders_without_subjects_and_types_bids_lacks():
+    text = bids_ignore()
+    assert text.splitlines() == list(BIDS_IGNORE)
+    assert "/qc\n" in text and "*_sdf.*\n" in text and "*.surf.gii\n" in text
+    # Anchored folders only: a pattern such as "qc/" would leave the folder itself flagged.
+    assert all(not pattern.endswith("/") for pattern in BIDS_IGNORE)
