@@ -89,6 +89,8 @@ rule dataset_description:
         bidsignore="results/.bidsignore",
     params:
         bids_dir=config["bids_dir"],
+        # CodeURL: the origin remote of the checkout the workflow runs from, if it is one.
+        workflow_dir=workflow.basedir,
     log:
         "logs/dataset_description.log",
     benchmark:
