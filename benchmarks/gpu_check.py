@@ -246,8 +246,8 @@ def find_subjects(results: Path) -> list[dict]:
     for image in sorted((results / "preproc").rglob("*_desc-preproc_T1w.nii.gz")):
         surfaces = results / "surfaces" / image.parent.relative_to(results / "preproc")
         files = {"id": image.name.split("_space-")[0], "image": image,
-                 "pialsdf": surfaces / image.name.replace("desc-preproc_T1w", "desc-pialsdf"),
-                 "whitesdf": surfaces / image.name.replace("desc-preproc_T1w", "desc-whitesdf"),
+                 "pialsdf": surfaces / image.name.replace("desc-preproc_T1w", "desc-pial_sdf"),
+                 "whitesdf": surfaces / image.name.replace("desc-preproc_T1w", "desc-white_sdf"),
                  "mask": image.with_name(image.name.replace("desc-preproc_T1w", "desc-brain_mask"))}
         if all(Path(files[key]).is_file() for key in ("pialsdf", "whitesdf", "mask")):
             subjects.append({key: str(value) for key, value in files.items()})
