@@ -6,7 +6,7 @@ RESULTS is a cortexgen results folder with preprocessed images, brain masks and 
 (e.g. the workflow run on the 14 ds000022 heads). Subjects are split as the workflow splits
 them (config ``split``: the shipped 0.25 held out, seed 0, gives 10 training and 4 held-out
 heads of 14). The bridge of the config (the demo's network and settings) trains through the
-workflow's own training job for about ``--bridge-minutes`` (steps from a timed 3-step probe),
+workflow's own training job for about ``--bridge-minutes`` (steps from a 4-step probe's seconds per step),
 samples each held-out subject from its own surfaces, and the JSON reports paired SSIM / PSNR /
 MAE against the real images beside two references without a network: the surface prior alone
 (the bridge's starting point) and the training set's mean image.
@@ -82,9 +82,12 @@ def main(argv=None) -> dict:
     test = [subjects[name] for name in split.held_out]
     args.out.mkdir(parents=True, exist_ok=True)
 
-    probe_seconds = train_bridge(section, train, args.out / "probe", 3, clip)
-    # The probe's time includes loading and caching the volumes once; take it as the per-step cost.
-    steps = max(3, int(args.bridge_minutes * 60.0 / (probe_seconds / 3.0)))
+    train_bridge(section, train, args.out / "probe", 4, clip)
+    # Seconds per step from the probe's log (one row per step), not its wall time, which
+    # includes loading and caching the volumes once.
+    rows = (args.out / "probe" / "train_log.tsv").read_text().splitlines()[1:]
+    step_seconds = float(np.median([float(row.split("\t")[4]) for row in rows]))
+    steps = max(4, int(args.bridge_minutes * 60.0 / step_seconds))
     folder = args.out / "bridge"
     train_seconds = train_bridge(section, train, folder, steps, clip)
 
@@ -104,7 +107,7 @@ def main(argv=None) -> dict:
         "train": list(split.train), "held_out": list(split.held_out),
         "endpoint": trained.generator.settings.endpoint, "packing": trained.generator.settings.packing,
         "conditions": roles, "network": section["network"],
-        "steps": steps, "train_seconds": round(train_seconds, 1), "probe_seconds_per_step": round(probe_seconds / 3, 2),
+        "steps": steps, "train_seconds": round(train_seconds, 1), "probe_seconds_per_step": round(step_seconds, 2),
         "sample_seconds_per_volume": round(sample_seconds / len(test), 1),
         "bridge": scores_of([(s, nib.load(f).get_fdata(dtype=np.float32)) for s, f in zip(test, samples)]),
         "train_mean_image": scores_of([(s, np.mean([nib.load(t["image"]).get_fdata(dtype=np.float32)
