@@ -14,7 +14,7 @@ rule deform_template:
         template=config["preprocess"]["template"],
         mask=config["preprocess"]["template_brain_mask"],
     output:
-        image=f"{DEFORM}/template/tpl-{SPACE}_res-{RES}_desc-brain_T1w.nii.gz",
+        image=f"{DEFORM}/tpl-{SPACE}/tpl-{SPACE}_res-{RES}_desc-brain_T1w.nii.gz",
     params:
         shape=config["preprocess"]["shape"],
         percentiles=config["preprocess"]["normalize"]["percentiles"],

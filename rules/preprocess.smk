@@ -20,9 +20,14 @@ rule preprocess:
         brain_mask=f"{PREPROC}_space-{SPACE}_desc-brain_mask.nii.gz",
         image=f"{PREPROC}_space-{SPACE}_res-{RES}_desc-preproc_T1w.nii.gz",
         image_mask=f"{PREPROC}_space-{SPACE}_res-{RES}_desc-brain_mask.nii.gz",
-        # BIDS asks for a sidecar saying what a res- label means.
+        # BIDS asks for a sidecar saying what a res- label means, and whether a _T1w image is
+        # skull-stripped (SkullStripped).
         image_json=f"{PREPROC}_space-{SPACE}_res-{RES}_desc-preproc_T1w.json",
         image_mask_json=f"{PREPROC}_space-{SPACE}_res-{RES}_desc-brain_mask.json",
+        denoised_json=f"{PREPROC}_desc-denoised_T1w.json",
+        corrected_json=f"{PREPROC}_desc-n4_T1w.json",
+        head_json=f"{PREPROC}_space-{SPACE}_desc-head_T1w.json",
+        brain_json=f"{PREPROC}_space-{SPACE}_desc-brain_T1w.json",
     params:
         raw=raw_t1w_path,
         bids_dir=config["bids_dir"],
@@ -80,8 +85,12 @@ rule qc_preproc:
 rule dataset_description:
     output:
         json="results/dataset_description.json",
+        # What the BIDS validator skips: folders without subjects, file types BIDS lacks.
+        bidsignore="results/.bidsignore",
     params:
         bids_dir=config["bids_dir"],
+        # CodeURL: the origin remote of the checkout the workflow runs from, if it is one.
+        workflow_dir=workflow.basedir,
     log:
         "logs/dataset_description.log",
     benchmark:

@@ -87,8 +87,9 @@ rule make_shape:
         pial=expand(f"{SHAPE}_hemi-{{hemi}}_pial.surf.gii", hemi=HEMIS, allow_missing=True),
         midthickness=expand(f"{SHAPE}_hemi-{{hemi}}_midthickness.surf.gii", hemi=HEMIS, allow_missing=True),
         thickness=expand(f"{SHAPE}_hemi-{{hemi}}_thickness.shape.gii", hemi=HEMIS, allow_missing=True),
-        pial_sdf=f"{SHAPE}_space-{SPACE}_res-{RES}_desc-pialsdf.nii.gz",
-        white_sdf=f"{SHAPE}_space-{SPACE}_res-{RES}_desc-whitesdf.nii.gz",
+        # Named as the subjects' (rules/surfaces.smk says why _sdf).
+        pial_sdf=f"{SHAPE}_space-{SPACE}_res-{RES}_desc-pial_sdf.nii.gz",
+        white_sdf=f"{SHAPE}_space-{SPACE}_res-{RES}_desc-white_sdf.nii.gz",
         ribbon=f"{SHAPE}_space-{SPACE}_res-{RES}_desc-ribbon_mask.nii.gz",
         qc=f"{SHAPE}_qc.tsv",
     params:
@@ -122,8 +123,8 @@ rule thin_held_out:
         pial=expand(f"{THINNED}_hemi-{{hemi}}_pial.surf.gii", hemi=HEMIS, allow_missing=True),
         midthickness=expand(f"{THINNED}_hemi-{{hemi}}_midthickness.surf.gii", hemi=HEMIS, allow_missing=True),
         thickness=expand(f"{THINNED}_hemi-{{hemi}}_thickness.shape.gii", hemi=HEMIS, allow_missing=True),
-        pial_sdf=f"{THINNED}_space-{SPACE}_res-{RES}_desc-pialsdf.nii.gz",
-        white_sdf=f"{THINNED}_space-{SPACE}_res-{RES}_desc-whitesdf.nii.gz",
+        pial_sdf=f"{THINNED}_space-{SPACE}_res-{RES}_desc-pial_sdf.nii.gz",
+        white_sdf=f"{THINNED}_space-{SPACE}_res-{RES}_desc-white_sdf.nii.gz",
         ribbon=f"{THINNED}_space-{SPACE}_res-{RES}_desc-ribbon_mask.nii.gz",
     params:
         subject_files=subject_params(thinned_files),

@@ -33,6 +33,7 @@ from cortexgen.diffusion.training import (
     sampling_autocast,
     save_model,
     train,
+    with_epochs,
     write_log,
 )
 from cortexgen.io import atomic_output, save_nifti, write_table
@@ -41,7 +42,7 @@ log = logging.getLogger("cortexgen")
 
 #: The generators' own settings in a config section (the rest: grid, network, training, sampling...).
 GENERATOR_KEYS = {
-    "bridge": ("schedule", "objective", "conditions", "sample_steps", "eta", "clip_denoised", "packing"),
+    "bridge": ("schedule", "objective", "conditions", "endpoint", "sample_steps", "eta", "clip_denoised", "packing"),
     "ddpm": ("schedule", "sample_steps", "eta"),
     "deform": ("schedule", "sample_steps", "eta"),
 }
@@ -136,6 +137,8 @@ def train_job(spec: dict) -> None:
     clip = spec.get("sdf_clip_mm", 10.0)
     data = load_data(model, inputs, settings, grid, clip, cache, build=dist.is_main)
     val_data = load_data(model, inputs, settings, grid, clip, cache, prefix="val_", build=dist.is_main)
+    generator.fit(data, mirror=train_settings.flip_lr)
+    train_settings = with_epochs(train_settings, len(data["image"]), dist.world_size)
     extra = {"grid": list(grid)}
     if model == "deform":
         # One scale for every field (mm), so the DDPM sees values of about [-1, 1].
@@ -146,9 +149,9 @@ def train_job(spec: dict) -> None:
         extra["field_scale_mm"] = scale
         extra["field"] = field_settings(settings)
     if dist.is_main:
-        log.info("%s: %d training and %d validation volumes on a %s grid, %s, %d process(es)",
+        log.info("%s: %d training and %d validation volumes on a %s grid, %s, %d process(es), %d steps",
                  model, len(data["image"]), len(val_data.get("image", [])), "x".join(map(str, grid)),
-                 dist.device, dist.world_size)
+                 dist.device, dist.world_size, train_settings.steps)
     torch.manual_seed(train_settings.seed)
     network = build_unet(network_settings, generator.in_channels, generator.out_channels)
     # Resume only a checkpoint made from the same settings and the same training files.

@@ -471,6 +471,18 @@ def test_cuda_settings_defaults_match_the_schema_and_the_shipped_config():
         assert not torch.is_autocast_enabled("cuda")
 
 
+def test_epochs_set_the_training_length_from_the_cohort():
+    from cortexgen.diffusion.training import with_epochs
+
+    fixed = TrainSettings(steps=7, batch_size=2)
+    assert with_epochs(fixed, 100) is fixed
+    by_epochs = TrainSettings(steps=7, batch_size=2, grad_accumulation=3, epochs=400)
+    # 400 passes over 10 volumes, 2 x 3 volumes per step on one process, 12 on two.
+    assert with_epochs(by_epochs, 10).steps == 667
+    assert with_epochs(by_epochs, 10, processes=2).steps == 334
+    assert with_epochs(by_epochs, 20).steps == 1334
+
+
 # --- sampling ----------------------------------------------------------------------------------
 
 

@@ -17,10 +17,11 @@ from cortexgen.split import SubjectSplit
 
 IMAGE = "results/preproc/{subdir}/anat/{scan}_desc-preproc_T1w.nii.gz"
 FIELD = "results/deform/{subdir}/anat/{scan}_xfm.nii.gz"
+# Condition roles and their files' desc and suffix, as rules/surfaces.smk names them.
 CONDITION_PATTERNS = {
-    role: (f"results/surfaces/{{subdir}}/anat/{{scan}}_desc-{role}.nii.gz",
-           f"results/shapes/{{shape}}/{{shape}}_desc-{role}.nii.gz")
-    for role in ("pialsdf", "whitesdf", "ribbon")
+    role: (f"results/surfaces/{{subdir}}/anat/{{scan}}_desc-{name}.nii.gz",
+           f"results/shapes/{{shape}}/{{shape}}_desc-{name}.nii.gz")
+    for role, name in (("pialsdf", "pial_sdf"), ("whitesdf", "white_sdf"), ("ribbon", "ribbon_mask"))
 }
 ATROPHY = {"region": {"type": "box", "low_mm": [-90, -125, -60], "high_mm": [90, -70, 90]}, "fraction": 0.3,
            "taper_mm": 5.0}
@@ -118,10 +119,10 @@ def test_generator_files_per_model_with_and_without_validation():
     assert bridge == {
         "images": ["results/preproc/sub-01/anat/sub-01_desc-preproc_T1w.nii.gz",
                    "results/preproc/sub-04/anat/sub-04_run-2_desc-preproc_T1w.nii.gz"],
-        "pialsdf": ["results/surfaces/sub-01/anat/sub-01_desc-pialsdf.nii.gz",
-                    "results/surfaces/sub-04/anat/sub-04_run-2_desc-pialsdf.nii.gz"],
+        "pialsdf": ["results/surfaces/sub-01/anat/sub-01_desc-pial_sdf.nii.gz",
+                    "results/surfaces/sub-04/anat/sub-04_run-2_desc-pial_sdf.nii.gz"],
         "val_images": ["results/preproc/sub-03/anat/sub-03_desc-preproc_T1w.nii.gz"],
-        "val_pialsdf": ["results/surfaces/sub-03/anat/sub-03_desc-pialsdf.nii.gz"],
+        "val_pialsdf": ["results/surfaces/sub-03/anat/sub-03_desc-pial_sdf.nii.gz"],
     }
     assert planning.generator_files("ddpm", train, [], ["pialsdf"], patterns) == {"images": bridge["images"]}
     assert planning.generator_files("deform", train, validation, ["pialsdf"], patterns) == {
@@ -167,18 +168,18 @@ def test_bridge_conditions_held_out_scans_then_every_new_cortex():
         "id": "sub-02_ses-A", "label": "sub02sesA", "kind": "held_out",
         "real": "results/preproc/sub-02/ses-A/anat/sub-02_ses-A_desc-preproc_T1w.nii.gz",
         "noise": "sub02sesA", "twin": "",
-        "pialsdf": "results/surfaces/sub-02/ses-A/anat/sub-02_ses-A_desc-pialsdf.nii.gz",
-        "whitesdf": "results/surfaces/sub-02/ses-A/anat/sub-02_ses-A_desc-whitesdf.nii.gz",
+        "pialsdf": "results/surfaces/sub-02/ses-A/anat/sub-02_ses-A_desc-pial_sdf.nii.gz",
+        "whitesdf": "results/surfaces/sub-02/ses-A/anat/sub-02_ses-A_desc-white_sdf.nii.gz",
     }
     assert items[5] == {"id": "atrophy01", "label": "atrophy01", "kind": "atrophy", "real": "",
                         "noise": "mean", "twin": "mean",
-                        "pialsdf": "results/shapes/atrophy01/atrophy01_desc-pialsdf.nii.gz",
-                        "whitesdf": "results/shapes/atrophy01/atrophy01_desc-whitesdf.nii.gz"}
+                        "pialsdf": "results/shapes/atrophy01/atrophy01_desc-pial_sdf.nii.gz",
+                        "whitesdf": "results/shapes/atrophy01/atrophy01_desc-white_sdf.nii.gz"}
     # A held-out subject's thinned cortex is a new cortex: its volumes follow the shapes' patterns.
     assert items[7] == {"id": "sub03atrophy01", "label": "sub03atrophy01", "kind": "held_out_atrophy", "real": "",
                         "noise": "sub03", "twin": "sub03",
-                        "pialsdf": "results/shapes/sub03atrophy01/sub03atrophy01_desc-pialsdf.nii.gz",
-                        "whitesdf": "results/shapes/sub03atrophy01/sub03atrophy01_desc-whitesdf.nii.gz"}
+                        "pialsdf": "results/shapes/sub03atrophy01/sub03atrophy01_desc-pial_sdf.nii.gz",
+                        "whitesdf": "results/shapes/sub03atrophy01/sub03atrophy01_desc-white_sdf.nii.gz"}
     assert "ribbon" not in items[0]  # only the configured roles
 
 
@@ -211,9 +212,9 @@ def test_condition_path_of_a_role_the_bridge_does_not_use():
     held_out, atrophy = demo_conditions()[1], demo_conditions()[5]
     by_prefix = {s.prefix: s for s in SCANS}
     assert planning.condition_path(held_out, "ribbon", CONDITION_PATTERNS, by_prefix) == (
-        "results/surfaces/sub-03/anat/sub-03_desc-ribbon.nii.gz")
+        "results/surfaces/sub-03/anat/sub-03_desc-ribbon_mask.nii.gz")
     assert planning.condition_path(atrophy, "ribbon", CONDITION_PATTERNS, by_prefix) == (
-        "results/shapes/atrophy01/atrophy01_desc-ribbon.nii.gz")
+        "results/shapes/atrophy01/atrophy01_desc-ribbon_mask.nii.gz")
 
 
 def test_cycle_items_of_the_configured_kinds_capped_with_the_seed():

@@ -29,7 +29,7 @@ from tests.conftest import demo_config, run_snakemake
 from tests.workflow.conftest import RES, build_diffusion_inputs
 
 ATROPHY_RULES = ["surface_template", "train_bridge", "thin_held_out", "sample_bridge", "atrophy_effect"]
-VOLUME = f"space-MNIColin27_res-{RES}_desc-{{}}.nii.gz"
+VOLUME = f"space-MNIColin27_res-{RES}_desc-{{}}.nii.gz"  # pial_sdf, white_sdf, ribbon_mask
 
 
 def write_cortex(folder, prefix, surfaces, grid):
@@ -42,7 +42,7 @@ def write_cortex(folder, prefix, surfaces, grid):
             save_surface(mesh, folder / f"{prefix}_hemi-{hemi}_{name}.surf.gii")
             meshes.append(load_surface(folder / f"{prefix}_hemi-{hemi}_{name}.surf.gii"))
     volumes = condition_volumes(whites, pials, grid.shape[:3], grid.affine, clip_mm=10.0)
-    for role, volume in (("pialsdf", volumes.pial_sdf), ("whitesdf", volumes.white_sdf),
+    for role, volume in (("pial_sdf", volumes.pial_sdf), ("white_sdf", volumes.white_sdf),
                          ("ribbon_mask", volumes.ribbon.astype(np.uint8))):
         save_nifti(nib.Nifti1Image(volume, grid.affine), folder / f"{prefix}_{VOLUME.format(role)}")
 
@@ -99,8 +99,8 @@ def test_held_out_atrophy_thins_the_subjects_own_occipital_cortex(atrophy_run):
     # The thinned and the subject's own condition volumes differ near the region only (SDFs are
     # exact within 10 mm of a surface, clipped beyond: 20 mm from it no surface moved). Not bit for
     # bit: libigl's search tree over the changed mesh rounds a few float32 steps differently.
-    thinned, affine = volume(folder / f"sub03atrophy01_{VOLUME.format('pialsdf')}")
-    twin, _ = volume(work / f"results/surfaces/sub-03/anat/sub-03_{VOLUME.format('pialsdf')}")
+    thinned, affine = volume(folder / f"sub03atrophy01_{VOLUME.format('pial_sdf')}")
+    twin, _ = volume(work / f"results/surfaces/sub-03/anat/sub-03_{VOLUME.format('pial_sdf')}")
     y = (np.indices(thinned.shape).reshape(3, -1).T @ affine[:3, :3].T + affine[:3, 3])[:, 1].reshape(thinned.shape)
     assert np.abs(thinned - twin)[y > -45].max() < 1e-4 and np.abs(thinned - twin).max() > 0.1
 

@@ -63,7 +63,7 @@ def test_full_dag_dry_run_schedules_every_step_per_subject(tmp_path):
                       "sub03atrophy01"):
         assert f"results/samples/bridge/cond-{condition}_T1w.nii.gz" in result.stdout
     for shape in ("sample0001", "sample0002", "atrophy01", "mean", "sub03atrophy01"):
-        assert f"results/shapes/{shape}/{shape}_space-MNIColin27_res-84x128x84_desc-pialsdf.nii.gz" in result.stdout
+        assert f"results/shapes/{shape}/{shape}_space-MNIColin27_res-84x128x84_desc-pial_sdf.nii.gz" in result.stdout
     (block,) = [block for block in job_blocks(result.stdout) if "rule thin_held_out:" in block]
     assert "results/surfaces/sub-03/anat/sub-03_hemi-R_pial.surf.gii" in block
     assert "results/preproc/sub-03/anat/sub-03_space-MNIColin27_res-84x128x84_desc-preproc_T1w.nii.gz" in block
@@ -74,7 +74,7 @@ def test_full_dag_dry_run_schedules_every_step_per_subject(tmp_path):
         assert path in block
     assert "results/shape_model/hemi-L_ssm.npz" in result.stdout
     assert "results/surfaces/sub-01/anat/sub-01_hemi-L_white.surf.gii" in result.stdout
-    assert "results/surfaces/sub-01/anat/sub-01_space-MNIColin27_res-84x128x84_desc-pialsdf.nii.gz" in result.stdout
+    assert "results/surfaces/sub-01/anat/sub-01_space-MNIColin27_res-84x128x84_desc-pial_sdf.nii.gz" in result.stdout
     assert "results/preproc/sub-01/anat/sub-01_space-MNIColin27_res-84x128x84_desc-preproc_T1w.nii.gz" in result.stdout
     assert "results/preproc/sub-01/anat/sub-01_from-T1w_to-MNIColin27_mode-image_xfm.mat" in result.stdout
 
@@ -187,8 +187,8 @@ def test_generators_train_on_the_training_split_only(tmp_path):
     for block in blocks.values():
         inputs = next(line for line in block.splitlines() if line.strip().startswith("input:"))
         assert "sub-01_" in inputs and "sub-03_" in inputs and "sub-02" not in inputs
-    assert "desc-pialsdf" in blocks["train_bridge"] and "desc-whitesdf" in blocks["train_bridge"]
-    assert "desc-pialsdf" not in blocks["train_ddpm"]
+    assert "desc-pial_sdf" in blocks["train_bridge"] and "desc-white_sdf" in blocks["train_bridge"]
+    assert "desc-pial_sdf" not in blocks["train_ddpm"]
 
 
 def test_sessions_and_participant_filter(tmp_path):
@@ -298,20 +298,15 @@ def test_unusable_subjects_are_skipped_and_listed_and_entities_name_every_output
     assert "sub-04" not in result.stdout
 
 
-# Outputs whose names are not yet BIDS (no suffix): rules/surfaces.smk, being reworked on another
-# branch; renaming them means changing that file and every rule and test that reads them.
-NOT_YET_BIDS = re.compile(r"_desc-(pial|white)sdf\.nii\.gz$|_desc-ribbon\.nii\.gz$")
-
-
 def test_derivative_names_are_bids_and_the_dataset_is_described(tmp_path):
     from cortexgen.derivatives import is_bids_name
 
     result = run_snakemake(tmp_path, demo_config(), "--dry-run", "--until", "surface_sdf", "dataset_description")
     assert result.returncode == 0, result.stderr
-    assert "results/dataset_description.json" in result.stdout
+    assert "results/dataset_description.json" in result.stdout and "results/.bidsignore" in result.stdout
     paths = set(re.findall(r"results/(?:preproc|surfaces)/[^\s,;]+", result.stdout))
     assert len(paths) > 30
-    bad = sorted(path for path in paths if not is_bids_name(path.rsplit("/", 1)[1]) and not NOT_YET_BIDS.search(path))
+    bad = sorted(path for path in paths if not is_bids_name(path.rsplit("/", 1)[1]))
     assert bad == []
     assert any(path.endswith("_res-84x128x84_desc-preproc_T1w.json") for path in paths)
 

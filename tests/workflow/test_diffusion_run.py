@@ -25,11 +25,13 @@ from tests.workflow.conftest import GRID, RES
 def test_every_generator_trains_and_writes_a_loadable_model(diffusion_run):
     work, result = diffusion_run.work, diffusion_run.result
     assert result.returncode == 0, result.stderr[-4000:]
-    # The shipped bridge is Haar-packed: 8 channels for each of x_t and its two SDFs.
-    for model, channels in (("bridge", 24), ("ddpm", 1), ("deform", 3)):
+    # The shipped bridge is Haar-packed: 8 channels for each of x_t, its surface prior y and two SDFs.
+    for model, channels in (("bridge", 32), ("ddpm", 1), ("deform", 3)):
         folder = work / "results" / "models" / model
         trained = load_model(folder / "model.pt")
         assert trained.generator.name == model and trained.grid == (16, 24, 16)
+        if model == "bridge":
+            assert trained.generator.prior.residual.shape == (16, 24, 16)
         first_conv = next(p for n, p in trained.network.named_parameters() if n.endswith("weight") and p.dim() == 5)
         assert first_conv.shape[1] == channels
         with open(folder / "train_log.tsv") as handle:

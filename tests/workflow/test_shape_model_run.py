@@ -85,7 +85,7 @@ def test_new_shapes_are_valid_surfaces_and_sdfs(shape_run):
         assert int(row["self_intersections_white"]) == int(row["self_intersections_pial"]) == 0
         assert 1.5 < float(row["thickness_mean_mm"]) < 3.5
     shape = work / "results" / "shapes" / "sample0001" / "sample0001"
-    pial_sdf = nib.load(f"{shape}_space-MNIColin27_res-84x128x84_desc-pialsdf.nii.gz")
+    pial_sdf = nib.load(f"{shape}_space-MNIColin27_res-84x128x84_desc-pial_sdf.nii.gz")
     assert pial_sdf.shape == (84, 128, 84)
     pial = load_surface(f"{shape}_hemi-L_pial.surf.gii")
     assert np.median(np.abs(sample_volume(pial_sdf.get_fdata(), pial_sdf.affine, pial.vertices))) < 0.85

@@ -44,8 +44,8 @@ def test_sharded_dag_has_one_job_per_shard_and_no_per_subject_jobs(tmp_path):
         f"results/shards/shard-000{k}.tsv" for k in (1, 2, 3)]
     # The templates are made once, before the shards (their own runs would race to make them).
     for block in shard_jobs:
-        assert "results/surfaces/template/tpl-fsaverage_desc-tissue_label.nii.gz" in block
-        assert "results/deform/template/" in block
+        assert "results/surfaces/tpl-fsaverage/tpl-fsaverage_desc-tissue_dseg.nii.gz" in block
+        assert "results/deform/tpl-MNIColin27/" in block
 
 
 def test_cycle_items_wait_only_for_their_own_shard(tmp_path):
@@ -88,7 +88,7 @@ def shard_run(tmp_path_factory):
     done_labels = ("01", "02", "04")
     # Everything the others need from the per-subject steps, and the two templates.
     done = [f"results/qc/sub-{label}_{kind}.png" for label in done_labels for kind in ("preproc", "surfaces")]
-    done += [f"results/surfaces/sub-{label}/anat/sub-{label}_space-MNIColin27_res-84x128x84_desc-pialsdf.nii.gz"
+    done += [f"results/surfaces/sub-{label}/anat/sub-{label}_space-MNIColin27_res-84x128x84_desc-pial_sdf.nii.gz"
              for label in done_labels]
     done += [f"results/deform/sub-{label}/anat/sub-{label}_from-MNIColin27_to-T1w_res-84x128x84_desc-displacement_xfm.nii.gz"
              for label in ("01", "04")]
@@ -167,7 +167,7 @@ def test_a_shard_where_every_subject_fails_fails(tmp_path):
         (bids / f"sub-{label}" / "anat" / f"sub-{label}_T1w.nii.gz").write_bytes(b"broken")
     work = tmp_path / "work"
     config = demo_config(bids_dir=str(bids))
-    for path in ("results/surfaces/template", "results/deform/template"):
+    for path in ("results/surfaces/tpl-fsaverage", "results/deform/tpl-MNIColin27"):
         (work / path).mkdir(parents=True)
     planned = run_snakemake(work, config, "--dry-run", "surface_template", "deform_template")
     for line in planned.stdout.splitlines():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 
 import nibabel as nib
@@ -11,6 +12,7 @@ import pytest
 
 from cortexgen.surfaces.mesh import euler_characteristic, load_shape, load_surface
 from cortexgen.surfaces.sdf import sample_volume
+from tests.bids_validator import UNAVAILABLE, issues, validate
 from tests.conftest import DEMO_BIDS, demo_config, run_snakemake
 
 pytestmark = pytest.mark.slow
@@ -27,7 +29,7 @@ def surface_run(tmp_path_factory):
     # fsaverage5 density (10242 vertices per hemisphere) keeps CI fast; the fit is the default one.
     config["surfaces"]["template_subdivisions"] = 0
     work = root / "work"
-    result = run_snakemake(work, config, "--cores", "2", "--until", "surface_sdf", "qc_surfaces")
+    result = run_snakemake(work, config, "--cores", "2", "--until", "surface_sdf", "qc_surfaces", "dataset_description")
     return work, result
 
 
@@ -46,7 +48,7 @@ def test_surfaces_sdf_and_qc_are_written(surface_run):
         assert 2.0 < thickness[cortex].mean() < 3.2
         # Left hemisphere on the left (x < 0) of the MNI space, and vice versa.
         assert np.sign(white.vertices[:, 0].mean()) == (-1 if hemi == "L" else 1)
-    pial_sdf = nib.load(anat / f"{SUB}_space-MNIColin27_res-84x128x84_desc-pialsdf.nii.gz")
+    pial_sdf = nib.load(anat / f"{SUB}_space-MNIColin27_res-84x128x84_desc-pial_sdf.nii.gz")
     assert pial_sdf.shape == (84, 128, 84)
     # The SDF's zero level is the mesh: its vertices read ~0 (half the smallest voxel edge).
     values = sample_volume(pial_sdf.get_fdata(), pial_sdf.affine, pial.vertices)
@@ -99,3 +101,17 @@ def test_surface_qc_table(surface_run):
         assert int(row["hindbrain_vertices"]) == 0
         assert row["flags"] == "ok", row["flags"]
     assert (work / "results" / "qc" / f"{SUB}_surfaces.png").stat().st_size > 20_000
+
+
+@pytest.mark.skipif(UNAVAILABLE is not None, reason=UNAVAILABLE or "")
+def test_the_bids_validator_accepts_the_run(surface_run, tmp_path):
+    """Real files: NIfTI headers and sidecars too (the names of every output: test_bids_validator.py)."""
+    work, result = surface_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = validate(work / "results", tmp_path / "bids")
+    assert issues(report) == []
+    assert report["summary"]["subjects"] == ["01"]
+    sidecar = json.loads((work / "results" / "surfaces" / SUB / "anat" /
+                          f"{SUB}_space-MNIColin27_res-84x128x84_desc-pial_sdf.json").read_text())
+    assert sidecar["Units"] == "mm" and sidecar["Resolution"].startswith("84x128x84 voxels")
+    assert sidecar["Sources"] == [f"bids::surfaces/{SUB}/anat/{SUB}_hemi-{hemi}_pial.surf.gii" for hemi in "LR"]
