@@ -74,7 +74,7 @@ def test_samples_are_images_on_the_model_grid(diffusion_run):
     # A deform sample is the template warped by the field written beside it.
     from cortexgen.diffusion.fields import field_array, warp_image
 
-    template = nib.load(work / "results" / "deform" / "template" / f"tpl-MNIColin27_res-{RES}_desc-brain_T1w.nii.gz")
+    template = nib.load(work / "results" / "deform" / "tpl-MNIColin27" / f"tpl-MNIColin27_res-{RES}_desc-brain_T1w.nii.gz")
     expected = warp_image(template.get_fdata(dtype=np.float32), field_array(field), template.affine)
     assert np.abs(nib.load(samples / "deform" / "sample-0001_T1w.nii.gz").get_fdata() - np.clip(expected, 0, 1)).max() < 1e-5
 
@@ -84,7 +84,7 @@ def test_deformation_fields_warp_the_template_towards_each_subject(diffusion_run
 
     work, result = diffusion_run.work, diffusion_run.result
     assert result.returncode == 0, result.stderr[-4000:]
-    template = nib.load(work / "results" / "deform" / "template" / f"tpl-MNIColin27_res-{RES}_desc-brain_T1w.nii.gz")
+    template = nib.load(work / "results" / "deform" / "tpl-MNIColin27" / f"tpl-MNIColin27_res-{RES}_desc-brain_T1w.nii.gz")
     # Training subjects only (sub-03 is held out).
     fields = sorted((work / "results" / "deform").glob("sub-*/anat/*_desc-displacement_xfm.nii.gz"))
     assert [path.name[:6] for path in fields] == ["sub-01", "sub-02"]
