@@ -5,7 +5,7 @@
 # results/models/<model>/checkpoints (not a declared output, so a rerun does not delete
 # them), and samples synthetic images onto the model grid.
 
-DEFORM = "results/deform"
+DEFORM = DATASETS["deform"]
 SAMPLES = "results/samples"
 
 
