@@ -2,7 +2,7 @@
 # raw T1w -> denoise, N4 -> affine to MNI -> skull strip -> normalize (+ qc_preproc).
 
 # Derivatives: results/<stage>/<sub>/[<ses>/]anat/<prefix>_<entities>_<suffix>
-PREPROC = "results/preproc/{subdir}/anat/{scan}"
+PREPROC = f"{DATASETS['preproc']}/{{subdir}}/anat/{{scan}}"
 
 
 rule preprocess:
@@ -84,10 +84,13 @@ rule qc_preproc:
 
 rule dataset_description:
     output:
-        json="results/dataset_description.json",
-        # What the BIDS validator skips: folders without subjects, file types BIDS lacks.
-        bidsignore="results/.bidsignore",
+        # One BIDS-derivative dataset per stage that holds subjects (DATASETS, rules/common.smk).
+        json=expand("{root}/dataset_description.json", root=DATASETS.values()),
+        # What the BIDS validator skips: file types BIDS lacks.
+        bidsignore=expand("{root}/.bidsignore", root=DATASETS.values()),
     params:
+        datasets=DATASETS,
+        sources=DATASET_SOURCES,
         bids_dir=config["bids_dir"],
         # CodeURL: the origin remote of the checkout the workflow runs from, if it is one.
         workflow_dir=workflow.basedir,

@@ -1,9 +1,9 @@
 # Cortical surfaces: tissue segmentation, the fsaverage template carried onto each subject
 # and fitted to its tissue, signed distance volumes of the surfaces on the model grid, QC.
 
-SURF = "results/surfaces/{subdir}/anat/{scan}"
+SURF = f"{DATASETS['surfaces']}/{{subdir}}/anat/{{scan}}"
 # A template's files live in a tpl-<label>/ folder of their own (BIDS, as TemplateFlow).
-TEMPLATE = "results/surfaces/tpl-fsaverage/tpl-fsaverage"
+TEMPLATE = f"{DATASETS['surfaces']}/tpl-fsaverage/tpl-fsaverage"
 HEMIS = ["L", "R"]
 
 
@@ -107,7 +107,7 @@ rule surface_sdf:
     # _probseg, and a distance in mm is none of these. A name the validator accepts (e.g.
     # desc-pial_T1w or desc-pial_mask) would tell BIDS tools that query by suffix it is an image
     # or a binary mask. So: BIDS entities and grammar, a suffix of their own, listed in
-    # results/.bidsignore (cortexgen.derivatives.BIDS_IGNORE), and a sidecar saying what the values are.
+    # results/surfaces/.bidsignore (cortexgen.derivatives.BIDS_IGNORE), and a sidecar saying what the values are.
     output:
         pial_sdf=f"{SURF}_space-{SPACE}_res-{RES}_desc-pial_sdf.nii.gz",
         white_sdf=f"{SURF}_space-{SPACE}_res-{RES}_desc-white_sdf.nii.gz",

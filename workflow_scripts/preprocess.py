@@ -13,7 +13,7 @@ import os  # noqa: E402
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
-from cortexgen.derivatives import resolution_sidecar, write_json  # noqa: E402
+from cortexgen.derivatives import bids_uri, resolution_sidecar, write_json  # noqa: E402
 from cortexgen.io import load_t1w, save_niftis, voxel_sizes  # noqa: E402
 from cortexgen.preprocess.bias import foreground_volume_ml  # noqa: E402
 from cortexgen.preprocess.chain import preprocess_head  # noqa: E402
@@ -59,9 +59,9 @@ with job_log(snakemake.log[0], source=params.raw) as log:
     write_json(resolution_sidecar(*grid, skull_stripped=None, Type="Brain"), output.image_mask_json)
 
     # The images before skull stripping keep the raw scan's skull, if it had one. Sources: the
-    # file each step read (BIDS URIs; bids:: is this dataset, results/).
+    # file each step read (BIDS URIs; bids:: is this dataset, results/preproc).
     def here(*paths):
-        return [f"bids::{os.path.relpath(path, 'results')}" for path in paths]
+        return [bids_uri(path, output.image_json) for path in paths]
 
     for path, stripped, description, sources in (
         (output.denoised_json, result.skull_stripped, "Adaptive non-local means (Rician), native space",

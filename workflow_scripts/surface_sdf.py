@@ -4,12 +4,10 @@ from cortexgen.runtime import job_log, limit_threads
 
 limit_threads(snakemake.threads)
 
-import os  # noqa: E402
-
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
-from cortexgen.derivatives import resolution_sidecar, write_json  # noqa: E402
+from cortexgen.derivatives import bids_uri, resolution_sidecar, write_json  # noqa: E402
 from cortexgen.io import save_nifti, voxel_sizes  # noqa: E402
 from cortexgen.surfaces.mesh import load_surface  # noqa: E402
 from cortexgen.surfaces.sdf import condition_volumes  # noqa: E402
@@ -28,10 +26,11 @@ with job_log(snakemake.log[0]) as log:
     save_nifti(nib.Nifti1Image(volumes.white_sdf, grid.affine), snakemake.output.white_sdf)
     save_nifti(nib.Nifti1Image(volumes.ribbon.astype(np.uint8), grid.affine), snakemake.output.ribbon)
 
-    # Sidecars: what the res- label means, what the values are, and the surfaces they come from
-    # (BIDS URIs relative to results/, the derivative dataset's root).
+    # Sidecars: what the res- label means, what the values are, and what they come from (BIDS URIs:
+    # the surfaces are in this dataset, results/surfaces; the grid is a preprocessed image).
     def sources(*surfaces):
-        return [f"bids::{os.path.relpath(path, 'results')}" for group in surfaces for path in group]
+        files = [path for group in surfaces for path in group] + [snakemake.input.grid]
+        return [bids_uri(path, snakemake.output.ribbon_json) for path in files]
 
     def sidecar(**fields):
         return resolution_sidecar(grid.shape[:3], voxel_sizes(grid).round(4).tolist(), snakemake.params.space,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -13,8 +14,10 @@ from cortexgen import derivatives
 from cortexgen.derivatives import (
     BIDS_IGNORE,
     bids_ignore,
+    bids_uri,
     code_url,
     dataset_description,
+    dataset_root,
     is_bids_name,
     public_url,
     resolution_sidecar,
@@ -37,6 +40,36 @@ def test_dataset_description_is_a_derivative_generated_by_this_version(tmp_path)
     assert json.loads((tmp_path / "out" / "dataset_description.json").read_text()) == description
 
 
+def test_a_stage_links_the_datasets_it_is_made_from(tmp_path):
+    raw = (tmp_path / "raw").resolve().as_uri()
+    description = dataset_description(tmp_path / "raw", name="cortexgen surfaces", derived_from={"preproc": "../preproc"})
+    assert description["Name"] == "cortexgen surfaces"
+    # bids:preproc:<path> resolves through DatasetLinks, relative to this dataset's root.
+    assert description["DatasetLinks"] == {"raw": raw, "preproc": "../preproc"}
+    assert description["SourceDatasets"] == [{"URL": raw}, {"URL": "bids:preproc:"}]
+    # "" is bids:: (the dataset itself), "raw" the input: neither can name another stage.
+    for name in ("", "raw", "a:b"):
+        with pytest.raises(ValueError, match="cannot name a linked dataset"):
+            dataset_description(tmp_path / "raw", derived_from={name: "../x"})
+
+
+def test_bids_uri_is_relative_to_the_dataset_each_file_is_in(tmp_path, monkeypatch):
+    sidecar = "results/surfaces/sub-01/anat/sub-01_space-MNIColin27_res-84x128x84_desc-pial_sdf.json"
+    mesh = "results/surfaces/sub-01/anat/sub-01_hemi-L_pial.surf.gii"
+    grid = "results/preproc/sub-01/anat/sub-01_space-MNIColin27_res-84x128x84_desc-preproc_T1w.nii.gz"
+    assert dataset_root(mesh) == Path("results/surfaces")
+    assert bids_uri(mesh, sidecar) == "bids::sub-01/anat/sub-01_hemi-L_pial.surf.gii"
+    assert bids_uri(grid, sidecar) == f"bids:preproc:sub-01/anat/{Path(grid).name}"
+    # Sessions; an absolute path and a relative one (from the working directory) in one dataset.
+    monkeypatch.chdir(tmp_path)
+    session = tmp_path / "results/preproc/sub-01/ses-A/anat/sub-01_ses-A_desc-n4_T1w.nii.gz"
+    assert bids_uri(session, "results/preproc/sub-01/ses-A/anat/x.json") == f"bids::sub-01/ses-A/anat/{session.name}"
+    template = "results/deform/tpl-MNIColin27/tpl-MNIColin27_res-84x128x84_desc-brain_T1w.nii.gz"
+    assert bids_uri(template, "results/deform/sub-01/anat/x.json") == f"bids::tpl-MNIColin27/{Path(template).name}"
+    with pytest.raises(ValueError, match="no sub-<label>"):
+        dataset_root("results/qc/sub-01_preproc.png")
+
+
 def test_resolution_sidecar_says_what_res_means():
     sidecar = resolution_sidecar((84, 128, 84), [2.0, 1.5, 2.0], "MNIColin27", "sub-01/anat/sub-01_T1w.nii.gz")
     assert sidecar["Resolution"].startswith("84x128x84 voxels of 2x1.5x2 mm")
@@ -56,12 +89,12 @@ def test_bids_names():
     assert not is_bids_name("sub-01_desc-a_b_T1w.nii.gz")
 
 
-def test_bidsignore_skips_folders_without_subjects_and_types_bids_lacks():
+def test_bidsignore_skips_the_file_types_bids_lacks():
     text = bids_ignore()
     assert text.splitlines() == list(BIDS_IGNORE)
-    assert "/qc\n" in text and "*_sdf.*\n" in text and "*.surf.gii\n" in text
-    # Anchored folders only: a pattern such as "qc/" would leave the folder itself flagged.
-    assert all(not pattern.endswith("/") for pattern in BIDS_IGNORE)
+    assert "*_sdf.*\n" in text and "*.surf.gii\n" in text and "*.shape.gii\n" in text and "*_xfm.*\n" in text
+    # File types only: each stage's dataset holds subjects and templates, nothing else to skip.
+    assert all("/" not in pattern for pattern in BIDS_IGNORE)
 
 
 @pytest.mark.parametrize(("remote", "url"), [

@@ -298,13 +298,17 @@ def test_unusable_subjects_are_skipped_and_listed_and_entities_name_every_output
     assert "sub-04" not in result.stdout
 
 
-def test_derivative_names_are_bids_and_the_dataset_is_described(tmp_path):
+def test_derivative_names_are_bids_and_each_dataset_is_described(tmp_path):
     from cortexgen.derivatives import is_bids_name
 
     result = run_snakemake(tmp_path, demo_config(), "--dry-run", "--until", "surface_sdf", "dataset_description")
     assert result.returncode == 0, result.stderr
-    assert "results/dataset_description.json" in result.stdout and "results/.bidsignore" in result.stdout
-    paths = set(re.findall(r"results/(?:preproc|surfaces)/[^\s,;]+", result.stdout))
+    # Each stage folder that holds subjects is a dataset of its own; results/ is none.
+    for stage in ("preproc", "surfaces", "deform"):
+        assert f"results/{stage}/dataset_description.json" in result.stdout, stage
+        assert f"results/{stage}/.bidsignore" in result.stdout, stage
+    assert not re.search(r"results/(dataset_description\.json|\.bidsignore)", result.stdout)
+    paths = set(re.findall(r"results/(?:preproc|surfaces)/(?:sub|tpl)-[^\s,;]+", result.stdout))
     assert len(paths) > 30
     bad = sorted(path for path in paths if not is_bids_name(path.rsplit("/", 1)[1]))
     assert bad == []
