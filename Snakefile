@@ -62,6 +62,7 @@ rule all:
     default_target: True
     input:
         rules.dataset_description.output.json,
+        rules.dataset_description.output.bidsignore,
         preprocess_targets(),
         surface_targets(),
         shape_model_targets(),

@@ -139,12 +139,14 @@ def synchronize(device: torch.device) -> None:
 
 
 def random_batch(model: str, generator, batch: int, grid, device, channels_last: bool) -> dict:
-    """A batch of uniform [-1, 1] volumes (a step's cost does not depend on the values)."""
+    """A batch of uniform [-1, 1] volumes (a step's cost does not depend on the values), the generator fitted on it."""
     rng = torch.Generator().manual_seed(0)
     shapes = {"image": (batch, 1 if model == "bridge" else generator.out_channels, *grid)}
     if model == "bridge":
         shapes["condition"] = (batch, generator.condition_channels, *grid)
     values = {key: (torch.rand(shape, generator=rng) * 2 - 1).to(device) for key, shape in shapes.items()}
+    # What a generator fits without gradients (the bridge's surface prior) is fitted on the same values.
+    generator.fit({key: value.cpu() for key, value in values.items()})
     if channels_last:
         values = {key: value.to(memory_format=torch.channels_last_3d) for key, value in values.items()}
     return values
@@ -245,8 +247,8 @@ def find_subjects(results: Path) -> list[dict]:
     for image in sorted((results / "preproc").rglob("*_desc-preproc_T1w.nii.gz")):
         surfaces = results / "surfaces" / image.parent.relative_to(results / "preproc")
         files = {"id": image.name.split("_space-")[0], "image": image,
-                 "pialsdf": surfaces / image.name.replace("desc-preproc_T1w", "desc-pialsdf"),
-                 "whitesdf": surfaces / image.name.replace("desc-preproc_T1w", "desc-whitesdf"),
+                 "pialsdf": surfaces / image.name.replace("desc-preproc_T1w", "desc-pial_sdf"),
+                 "whitesdf": surfaces / image.name.replace("desc-preproc_T1w", "desc-white_sdf"),
                  "mask": image.with_name(image.name.replace("desc-preproc_T1w", "desc-brain_mask"))}
         if all(Path(files[key]).is_file() for key in ("pialsdf", "whitesdf", "mask")):
             subjects.append({key: str(value) for key, value in files.items()})
@@ -290,8 +292,8 @@ def real_training(check: Check, results: Path, section: dict, cuda: dict, device
     sample_bridge_job({
         "model_file": spec["outputs"]["model"], "settings": {"sampling": {"seed": 0, "batch_size": 1}},
         "device": device.type, "cuda": spec["cuda"], "sdf_clip_mm": spec["sdf_clip_mm"],
-        "conditions": [{"id": s["id"], "kind": "held_out", "real": s["image"], "pialsdf": s["pialsdf"],
-                        "whitesdf": s["whitesdf"]} for s in test],
+        "conditions": [{"id": s["id"], "kind": "held_out", "noise": s["id"], "real": s["image"],
+                        "pialsdf": s["pialsdf"], "whitesdf": s["whitesdf"]} for s in test],
         "outputs": samples, "table": str(folder / "samples.tsv"),
     })
     sample_seconds = time.perf_counter() - start

@@ -2,8 +2,8 @@
 
 Runs this repository's Snakemake workflow (``python -m snakemake`` with an argument list, never
 a shell string) from any working directory: OUTPUT_DIR is Snakemake's working directory, so
-derivatives land in ``OUTPUT_DIR/results`` (a BIDS-derivatives dataset with its
-dataset_description.json) and logs in ``OUTPUT_DIR/logs``.
+derivatives land in ``OUTPUT_DIR/results`` (its preproc/, surfaces/ and deform/ folders each a
+BIDS-derivatives dataset with its own dataset_description.json) and logs in ``OUTPUT_DIR/logs``.
 
     participant  the per-subject steps: preprocessing, surfaces, signed distance maps, QC
     group        everything: shape model, generators, samples, evaluation, report inputs

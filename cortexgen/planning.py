@@ -25,6 +25,9 @@ MAX_FIGURE_SHAPES = 12
 #: Condition role -> (per-scan pattern, per-shape pattern) of the bridge's condition volumes.
 ConditionPatterns = Mapping[str, tuple[str, str]]
 
+#: The id of the mean shape, the unthinned twin of every atrophy of the mean shape.
+MEAN_SHAPE = "mean"
+
 
 def format_scan(pattern: str, scan: Scan) -> str:
     """``pattern`` with its ``{subdir}`` and ``{scan}`` wildcards filled in for ``scan``."""
@@ -53,11 +56,12 @@ def seeded_subset(items: Iterable, limit: int | None, seed: int) -> list:
 
 def shape_specs(settings: Mapping, split: SubjectSplit) -> dict[str, dict]:
     """Every new cortex config ``shape_model`` asks for: {shape id: spec}, in the order
-    samples, interpolations, atrophies (specs as cortexgen/shape/synthesis.py reads them).
+    samples, interpolations, atrophies and, when there is an atrophy, the mean shape (their
+    unthinned twin; specs as cortexgen/shape/synthesis.py reads them).
 
     Ids are file-name labels: ``sample0001``, ``interp01to02w050`` (the two subject labels and
-    the weight in %), ``atrophy01``. Interpolation pairs default to the first two training
-    subjects (none if there are fewer).
+    the weight in %), ``atrophy01``, ``mean``. Interpolation pairs default to the first two
+    training subjects (none if there are fewer).
 
     Raises:
         ValueError: an interpolation pair names a subject that is neither training nor held out.
@@ -81,13 +85,46 @@ def shape_specs(settings: Mapping, split: SubjectSplit) -> dict[str, dict]:
                             "method": interpolation["method"]}
     for index, atrophy in enumerate(settings["atrophy"], start=1):
         specs[f"atrophy{index:02d}"] = {"kind": "atrophy", **atrophy}
+    if settings["atrophy"]:
+        specs[MEAN_SHAPE] = {"kind": "mean"}
     return specs
 
 
+def bridge_held_out(held_out: Sequence[Scan], settings: Mapping, seed: int) -> list[Scan]:
+    """The held-out scans the bridge samples: at most ``settings["sampling"]["max_held_out"]``
+    of them (a subset drawn with ``seed``; None: all). ``settings``: config diffusion.bridge."""
+    return seeded_subset(held_out, settings["sampling"]["max_held_out"], seed)
+
+
+def held_out_atrophy(held_out: Sequence[Scan], specs: Mapping[str, Mapping], limit: int | None,
+                     seed: int) -> dict[str, dict]:
+    """Every atrophy of ``specs`` applied to held-out subjects' own cortices: {id: spec}.
+
+    Args:
+        held_out: the held-out scans the bridge samples (:func:`bridge_held_out`); their own
+            samples are the unthinned twins.
+        specs: the new cortices (:func:`shape_specs`); each ``atrophy`` spec is applied.
+        limit: at most this many of the scans (a subset drawn with ``seed``; None: all), config
+            shape_model.atrophy_held_out.
+
+    Returns:
+        ``{"sub03atrophy01": {"kind": "held_out_atrophy", "scan": "sub-03", "atrophy": "atrophy01",
+        "region": ..., "fraction": ..., "taper_mm": ...}}``, per scan in scan order, its atrophies
+        in spec order. Ids are the scan's sample label (:func:`condition_label`) and the atrophy's id.
+    """
+    atrophies = {name: spec for name, spec in specs.items() if spec["kind"] == "atrophy"}
+    thinned = {}
+    for scan in seeded_subset(held_out, limit, seed) if atrophies else []:
+        for name, spec in atrophies.items():
+            thinned[f"{condition_label(scan)}{name}"] = {
+                **spec, "kind": "held_out_atrophy", "scan": scan.prefix, "atrophy": name}
+    return thinned
+
+
 def figure_shapes(specs: Mapping[str, Mapping], limit: int = MAX_FIGURE_SHAPES) -> list[str]:
-    """The shape ids the thickness figure shows: atrophies first (what to look at), then the
-    others, each in spec order; at most ``limit``."""
-    return sorted(specs, key=lambda name: specs[name]["kind"] != "atrophy")[:limit]
+    """The shape ids the thickness figure shows: atrophies and their twin, the mean shape, first
+    (what to look at), then the others, each in spec order; at most ``limit``."""
+    return sorted(specs, key=lambda name: specs[name]["kind"] not in ("atrophy", "mean"))[:limit]
 
 
 def interpolation_scans(spec: Mapping, scans: Iterable[Scan]) -> list[Scan]:
@@ -136,33 +173,57 @@ def condition_path(item: Mapping, role: str, patterns: ConditionPatterns, scans:
     return str(shape_pattern).format(shape=item["id"])
 
 
+def twin_label(spec: Mapping, scans: Mapping[str, Scan]) -> str:
+    """The sample label of the unthinned twin of a new cortex ("" if it has none): the mean
+    shape for an atrophy, the held-out scan's own sample for a held-out subject's atrophy.
+    ``scans``: {prefix: scan}, holding a held-out atrophy's scan."""
+    if spec["kind"] == "atrophy":
+        return MEAN_SHAPE
+    if spec["kind"] == "held_out_atrophy":
+        return condition_label(scans[spec["scan"]])
+    return ""
+
+
 def bridge_conditions(held_out: Sequence[Scan], specs: Mapping[str, Mapping], settings: Mapping, seed: int,
                       image_pattern: str, patterns: ConditionPatterns) -> list[dict]:
     """What the bridge samples from, in this order: held-out scans' own condition volumes, then
-    every new cortex of the shape model.
+    every new cortex (the shape model's, and held-out subjects' thinned cortices).
+
+    An atrophied cortex and its unthinned twin share their sampling noise (``noise``: the twin's
+    label), so that the difference between their images is the thinning's alone; every other
+    item's noise is its own label, whatever the list's order and batches.
 
     Args:
-        held_out: the held-out scans; at most ``settings["sampling"]["max_held_out"]`` of them
-            are used (a subset drawn with ``seed``; None: all).
-        specs: the new cortices ({shape id: spec}, :func:`shape_specs`).
+        held_out: the held-out scans; the bridge samples :func:`bridge_held_out` of them.
+        specs: the new cortices ({id: spec}: :func:`shape_specs` and :func:`held_out_atrophy`,
+            whose condition volumes follow the per-shape patterns).
         settings: config diffusion.bridge (``conditions``: the roles, ``sampling.max_held_out``).
         seed: the split's seed.
         image_pattern: a scan's model-ready image (paired with its samples for fidelity).
         patterns: the condition volumes' patterns by role.
 
     Returns:
-        [{id, label, kind, real, <role>: path for each role}]: ``id`` the scan prefix or shape id,
-        ``label`` the name of its sample (cond-<label>_T1w.nii.gz), ``kind`` ``held_out`` or the
-        shape's kind, ``real`` the scan's image ("" for a new cortex).
+        [{id, label, kind, real, noise, twin, <role>: path for each role}]: ``id`` the scan prefix
+        or shape id, ``label`` the name of its sample (cond-<label>_T1w.nii.gz), ``kind``
+        ``held_out`` or the shape's kind, ``real`` the scan's image ("" for a new cortex),
+        ``noise`` the key of its sampling noise, ``twin`` its unthinned twin's label ("": none).
     """
-    chosen = seeded_subset(held_out, settings["sampling"]["max_held_out"], seed)
+    chosen = bridge_held_out(held_out, settings, seed)
     scans = {scan.prefix: scan for scan in chosen}
     items = [{"id": scan.prefix, "label": condition_label(scan), "kind": "held_out",
-              "real": format_scan(image_pattern, scan)} for scan in chosen]
-    items += [{"id": shape, "label": shape, "kind": spec["kind"], "real": ""} for shape, spec in specs.items()]
+              "real": format_scan(image_pattern, scan), "twin": ""} for scan in chosen]
+    items += [{"id": shape, "label": shape, "kind": spec["kind"], "real": "", "twin": twin_label(spec, scans)}
+              for shape, spec in specs.items()]
     for item in items:
+        item["noise"] = item["twin"] or item["label"]
         item.update({role: condition_path(item, role, patterns, scans) for role in settings["conditions"]})
     return items
+
+
+def twin_pairs(conditions: Sequence[Mapping]) -> list[tuple[Mapping, Mapping]]:
+    """(atrophied, unthinned twin) condition items of :func:`bridge_conditions`, in condition order."""
+    by_label = {item["label"]: item for item in conditions}
+    return [(item, by_label[item["twin"]]) for item in conditions if item["twin"]]
 
 
 def cycle_items(conditions: Sequence[Mapping], settings: Mapping, seed: int) -> dict[str, Mapping]:

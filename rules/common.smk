@@ -23,6 +23,14 @@ if not SCANS:
 SPACE = config["preprocess"]["template_space"]
 RES = "x".join(str(n) for n in config["preprocess"]["shape"])
 
+# The BIDS-derivative datasets: each stage folder that holds subjects is one of its own (sub-*/ at
+# its root, a dataset_description.json and .bidsignore from rule dataset_description), and
+# results/ holds them as a raw dataset's derivatives/ folder does. Name -> root, and the datasets
+# each one's files are made from (its DatasetLinks, named by folder: sidecars cite their files as
+# bids:<folder>:<path>, see cortexgen.derivatives.bids_uri).
+DATASETS = {name: f"results/{name}" for name in ("preproc", "surfaces", "deform")}
+DATASET_SOURCES = {"preproc": [], "surfaces": ["preproc"], "deform": ["preproc"]}
+
 
 wildcard_constraints:
     scan=r"sub-[A-Za-z0-9]+(_ses-[A-Za-z0-9]+)?(_(task|acq|ce|rec|run|echo|flip|inv|mt|part|chunk)-[A-Za-z0-9]+)*",

@@ -6,7 +6,7 @@
 # results/models/<model>/checkpoints (not a declared output, so a rerun does not delete
 # them), and samples synthetic images onto the model grid.
 
-DEFORM = "results/deform"
+DEFORM = DATASETS["deform"]
 SAMPLES = "results/samples"
 
 
@@ -19,8 +19,11 @@ rule deform_template:
         template=config["preprocess"]["template"],
         mask=config["preprocess"]["template_brain_mask"],
     output:
-        image=f"{DEFORM}/template/tpl-{SPACE}_res-{RES}_desc-brain_T1w.nii.gz",
+        image=f"{DEFORM}/tpl-{SPACE}/tpl-{SPACE}_res-{RES}_desc-brain_T1w.nii.gz",
+        # BIDS asks for a sidecar saying what a res- label means, and whether a _T1w is skull-stripped.
+        image_json=f"{DEFORM}/tpl-{SPACE}/tpl-{SPACE}_res-{RES}_desc-brain_T1w.json",
     params:
+        space=SPACE,
         shape=config["preprocess"]["shape"],
         percentiles=config["preprocess"]["normalize"]["percentiles"],
     log:

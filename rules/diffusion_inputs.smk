@@ -32,9 +32,10 @@ def generator_settings(wildcards):
 
 
 def bridge_conditions():
-    """What the bridge samples from: [{id, label, kind, real, <role>: path}] (see
-    cortexgen.planning.bridge_conditions)."""
-    return planning.bridge_conditions(HELD_OUT_SCANS, SHAPE_SPECS, config["diffusion"]["bridge"],
+    """What the bridge samples from: [{id, label, kind, real, noise, twin, <role>: path}] (see
+    cortexgen.planning.bridge_conditions); held-out atrophies' volumes follow the shapes' patterns."""
+    specs = {**SHAPE_SPECS, **HELD_OUT_ATROPHY}
+    return planning.bridge_conditions(HELD_OUT_SCANS, specs, config["diffusion"]["bridge"],
                                       config["split"]["seed"], rules.preprocess.output.image, condition_patterns())
 
 

@@ -4,10 +4,12 @@
 # paired fidelity of the bridge (a conditional generator) on held-out subjects, and cortical
 # cycle consistency: the surface stage re-run on its samples and compared with the surfaces that conditioned them,
 # and on each held-out subject's real image (what a perfect generator would score: the surface
-# stage on a ~2 mm image does not find its own 1 mm surfaces exactly).
+# stage on a ~2 mm image does not find its own 1 mm surfaces exactly). Atrophy as an experiment:
+# each atrophied cortex's sample against its unthinned twin's, drawn with the same noise.
 
 EVALUATION = "results/evaluation"
 CYCLE_ITEMS = cycle_items()
+ATROPHY_PAIRS = atrophy_pairs()
 
 
 wildcard_constraints:
@@ -111,3 +113,39 @@ rule evaluate:
         "../envs/cortexgen.yaml"
     script:
         "../workflow_scripts/evaluate.py"
+
+
+rule atrophy_effect:
+    input:
+        unpack(subject_inputs(atrophy_subject_files, atrophy_subject_scans)),
+        unpack(atrophy_other_files),
+        cortex=rules.surface_template.output.cortex,
+    output:
+        tsv=report(
+            f"{EVALUATION}/atrophy.tsv",
+            caption="../report/atrophy.rst",
+            category="5. Evaluation",
+            labels={"figure": "atrophy: twin differences"},
+        ),
+        png=report(
+            f"{EVALUATION}/figures/atrophy.png",
+            caption="../report/atrophy_figure.rst",
+            category="5. Evaluation",
+            labels={"figure": "atrophy: a twin pair"},
+        ),
+    params:
+        subject_files=subject_params(atrophy_subject_files),
+        hemis=HEMIS,
+        pairs=ATROPHY_PAIRS,
+    log:
+        "logs/atrophy_effect/atrophy.log",
+    benchmark:
+        "results/benchmarks/atrophy_effect/atrophy.tsv"
+    threads: rule_resources("atrophy_effect")["threads"]
+    resources:
+        mem_mb=rule_resources("atrophy_effect")["mem_mb"],
+        runtime=rule_resources("atrophy_effect")["runtime"],
+    conda:
+        "../envs/cortexgen.yaml"
+    script:
+        "../workflow_scripts/atrophy_effect.py"

@@ -69,6 +69,50 @@ def cycle_other_files(wildcards):
     return files
 
 
+def atrophy_pairs():
+    """Each atrophied cortex the bridge samples with its unthinned twin (see
+    cortexgen.planning.twin_pairs): [{atrophied, twin: sample labels, kind, atrophy: its spec}]."""
+    specs = {**SHAPE_SPECS, **HELD_OUT_ATROPHY}
+    return [{"atrophied": item["label"], "twin": twin["label"], "kind": item["kind"], "atrophy": specs[item["id"]]}
+            for item, twin in planning.twin_pairs(BRIDGE_CONDITIONS)]
+
+
+def twin_files(twin):
+    """A twin condition item's ribbon and white and pial surfaces, keyed ribbon_<label>, white_L_<label>..."""
+    files = {f"ribbon_{twin['label']}": condition_path(twin, "ribbon")}
+    surfaces = conditioning_surfaces(twin)
+    for name in ("white", "pial"):
+        files.update({f"{name}_{hemi}_{twin['label']}": surfaces[f"{name}_{hemi}"] for hemi in HEMIS})
+    return files
+
+
+def atrophy_twins(held_out):
+    """The twin items of the atrophy pairs that are (``held_out``) or are not held-out scans, once each."""
+    twins = {twin["label"]: twin for _, twin in planning.twin_pairs(BRIDGE_CONDITIONS)}
+    return [twin for twin in twins.values() if (twin["kind"] == "held_out") == held_out]
+
+
+def atrophy_subject_files(wildcards):
+    """Per-subject inputs of atrophy_effect: held-out twins' own ribbons and surfaces."""
+    return {key: path for twin in atrophy_twins(held_out=True) for key, path in twin_files(twin).items()}
+
+
+def atrophy_subject_scans(wildcards):
+    """The held-out scans whose own samples are atrophy twins."""
+    return [SCANS[twin["id"]] for twin in atrophy_twins(held_out=True)]
+
+
+def atrophy_other_files(wildcards):
+    """The rest of atrophy_effect's inputs: both samples and the atrophied ribbon of each pair, a
+    shape twin's ribbon and surfaces."""
+    files = {key: path for twin in atrophy_twins(held_out=False) for key, path in twin_files(twin).items()}
+    for item, twin in planning.twin_pairs(BRIDGE_CONDITIONS):
+        files[f"ribbon_{item['label']}"] = condition_path(item, "ribbon")
+        for label in (item["label"], twin["label"]):
+            files[f"image_{label}"] = f"results/samples/bridge/cond-{label}_T1w.nii.gz"
+    return files
+
+
 def evaluation_subject_files(wildcards):
     """Per-subject inputs of evaluate: reference images, the real images and masks of the
     held-out subjects the bridge sampled (paired fidelity), and for the memorisation check the
@@ -109,7 +153,11 @@ def evaluation_inputs(wildcards):
 
 
 def evaluation_targets():
-    """The metrics table, its JSON and the evaluation figures (nothing without training subjects)."""
+    """The metrics table, its JSON and the evaluation figures, and the atrophy twins' differences
+    (nothing without training subjects)."""
     if not TRAIN_SCANS:
         return []
-    return [str(path) for path in rules.evaluate.output]
+    targets = [str(path) for path in rules.evaluate.output]
+    if ATROPHY_PAIRS:
+        targets += [str(path) for path in rules.atrophy_effect.output]
+    return targets

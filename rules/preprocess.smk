@@ -2,7 +2,7 @@
 # raw T1w -> denoise, N4 -> affine to MNI -> skull strip -> normalize (+ qc_preproc).
 
 # Derivatives: results/<stage>/<sub>/[<ses>/]anat/<prefix>_<entities>_<suffix>
-PREPROC = "results/preproc/{subdir}/anat/{scan}"
+PREPROC = f"{DATASETS['preproc']}/{{subdir}}/anat/{{scan}}"
 
 
 rule preprocess:
@@ -20,9 +20,14 @@ rule preprocess:
         brain_mask=f"{PREPROC}_space-{SPACE}_desc-brain_mask.nii.gz",
         image=f"{PREPROC}_space-{SPACE}_res-{RES}_desc-preproc_T1w.nii.gz",
         image_mask=f"{PREPROC}_space-{SPACE}_res-{RES}_desc-brain_mask.nii.gz",
-        # BIDS asks for a sidecar saying what a res- label means.
+        # BIDS asks for a sidecar saying what a res- label means, and whether a _T1w image is
+        # skull-stripped (SkullStripped).
         image_json=f"{PREPROC}_space-{SPACE}_res-{RES}_desc-preproc_T1w.json",
         image_mask_json=f"{PREPROC}_space-{SPACE}_res-{RES}_desc-brain_mask.json",
+        denoised_json=f"{PREPROC}_desc-denoised_T1w.json",
+        corrected_json=f"{PREPROC}_desc-n4_T1w.json",
+        head_json=f"{PREPROC}_space-{SPACE}_desc-head_T1w.json",
+        brain_json=f"{PREPROC}_space-{SPACE}_desc-brain_T1w.json",
     params:
         raw=raw_t1w_path,
         bids_dir=config["bids_dir"],
@@ -79,9 +84,16 @@ rule qc_preproc:
 
 rule dataset_description:
     output:
-        json="results/dataset_description.json",
+        # One BIDS-derivative dataset per stage that holds subjects (DATASETS, rules/common.smk).
+        json=expand("{root}/dataset_description.json", root=DATASETS.values()),
+        # What the BIDS validator skips: file types BIDS lacks.
+        bidsignore=expand("{root}/.bidsignore", root=DATASETS.values()),
     params:
+        datasets=DATASETS,
+        sources=DATASET_SOURCES,
         bids_dir=config["bids_dir"],
+        # CodeURL: the origin remote of the checkout the workflow runs from, if it is one.
+        workflow_dir=workflow.basedir,
     log:
         "logs/dataset_description.log",
     benchmark:

@@ -1,17 +1,22 @@
 # Statistical shape model of the cortex (PCA per hemisphere over the training subjects'
 # midthickness vertices and thickness), its quality, and new cortices drawn from it
-# (samples, interpolations between subjects, simulated atrophy) as surfaces and SDFs.
+# (samples, interpolations between subjects, simulated atrophy and the mean shape, its
+# unthinned twin) as surfaces and SDFs; the same atrophies applied to held-out subjects' own
+# cortices, whose unthinned twins are the subjects' own surfaces and SDFs.
 
 SSM = "results/shape_model/hemi-{hemi}"
 SHAPE = "results/shapes/{shape}/{shape}"
+THINNED = "results/shapes/{thinned}/{thinned}"
 
 
 SHAPE_SPECS = shape_specs()
+HELD_OUT_ATROPHY = held_out_atrophy()
 
 
 wildcard_constraints:
     hemi="L|R",
     shape="|".join(SHAPE_SPECS) or "no-shapes",
+    thinned="|".join(HELD_OUT_ATROPHY) or "no-thinned",
 
 
 rule fit_shape_model:
@@ -82,8 +87,9 @@ rule make_shape:
         pial=expand(f"{SHAPE}_hemi-{{hemi}}_pial.surf.gii", hemi=HEMIS, allow_missing=True),
         midthickness=expand(f"{SHAPE}_hemi-{{hemi}}_midthickness.surf.gii", hemi=HEMIS, allow_missing=True),
         thickness=expand(f"{SHAPE}_hemi-{{hemi}}_thickness.shape.gii", hemi=HEMIS, allow_missing=True),
-        pial_sdf=f"{SHAPE}_space-{SPACE}_res-{RES}_desc-pialsdf.nii.gz",
-        white_sdf=f"{SHAPE}_space-{SPACE}_res-{RES}_desc-whitesdf.nii.gz",
+        # Named as the subjects' (rules/surfaces.smk says why _sdf).
+        pial_sdf=f"{SHAPE}_space-{SPACE}_res-{RES}_desc-pial_sdf.nii.gz",
+        white_sdf=f"{SHAPE}_space-{SPACE}_res-{RES}_desc-white_sdf.nii.gz",
         ribbon=f"{SHAPE}_space-{SPACE}_res-{RES}_desc-ribbon_mask.nii.gz",
         qc=f"{SHAPE}_qc.tsv",
     params:
@@ -106,6 +112,37 @@ rule make_shape:
         "../envs/cortexgen.yaml"
     script:
         "../workflow_scripts/make_shape.py"
+
+
+rule thin_held_out:
+    input:
+        unpack(subject_inputs(thinned_files, thinned_scans)),
+        cortex=rules.surface_template.output.cortex,
+    output:
+        white=expand(f"{THINNED}_hemi-{{hemi}}_white.surf.gii", hemi=HEMIS, allow_missing=True),
+        pial=expand(f"{THINNED}_hemi-{{hemi}}_pial.surf.gii", hemi=HEMIS, allow_missing=True),
+        midthickness=expand(f"{THINNED}_hemi-{{hemi}}_midthickness.surf.gii", hemi=HEMIS, allow_missing=True),
+        thickness=expand(f"{THINNED}_hemi-{{hemi}}_thickness.shape.gii", hemi=HEMIS, allow_missing=True),
+        pial_sdf=f"{THINNED}_space-{SPACE}_res-{RES}_desc-pial_sdf.nii.gz",
+        white_sdf=f"{THINNED}_space-{SPACE}_res-{RES}_desc-white_sdf.nii.gz",
+        ribbon=f"{THINNED}_space-{SPACE}_res-{RES}_desc-ribbon_mask.nii.gz",
+    params:
+        subject_files=subject_params(thinned_files),
+        hemis=HEMIS,
+        atrophy=lambda wildcards: HELD_OUT_ATROPHY[wildcards.thinned],
+        clip_mm=config["surfaces"]["sdf_clip_mm"],
+    log:
+        "logs/thin_held_out/{thinned}.log",
+    benchmark:
+        "results/benchmarks/thin_held_out/{thinned}.tsv"
+    threads: rule_resources("thin_held_out")["threads"]
+    resources:
+        mem_mb=rule_resources("thin_held_out")["mem_mb"],
+        runtime=rule_resources("thin_held_out")["runtime"],
+    conda:
+        "../envs/cortexgen.yaml"
+    script:
+        "../workflow_scripts/thin_held_out.py"
 
 
 # The thickness figure shows the left hemisphere of a few shapes, atrophies first.

@@ -7,6 +7,28 @@ def shape_specs():
     return planning.shape_specs(config["shape_model"], SPLIT)
 
 
+def held_out_atrophy():
+    """Every atrophy applied to the own cortex of a few held-out scans the bridge samples: {id: spec}
+    (see cortexgen.planning.held_out_atrophy)."""
+    seed = config["split"]["seed"]
+    sampled = planning.bridge_held_out(HELD_OUT_SCANS, config["diffusion"]["bridge"], seed)
+    return planning.held_out_atrophy(sampled, SHAPE_SPECS, config["shape_model"]["atrophy_held_out"], seed)
+
+
+def thinned_scans(wildcards):
+    """The held-out scan a held-out atrophy thins."""
+    return [SCANS[HELD_OUT_ATROPHY[wildcards.thinned]["scan"]]]
+
+
+def thinned_files(wildcards):
+    """The held-out scan's white and pial surfaces (in HEMIS order) and its preprocessed image,
+    the grid of its own SDFs (rule surface_sdf)."""
+    (scan,) = thinned_scans(wildcards)
+    return {"white": [format_scan(path, scan) for path in rules.surfaces.output.white],
+            "pial": [format_scan(path, scan) for path in rules.surfaces.output.pial],
+            "grid": format_scan(rules.preprocess.output.image, scan)}
+
+
 def shape_model_files(wildcards):
     """One hemisphere's midthickness and thickness of every training scan (in TRAIN_SCANS order)."""
     i = HEMIS.index(wildcards.hemi)

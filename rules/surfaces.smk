@@ -1,8 +1,9 @@
 # Cortical surfaces: tissue segmentation, the fsaverage template carried onto each subject
 # and fitted to its tissue, signed distance volumes of the surfaces on the model grid, QC.
 
-SURF = "results/surfaces/{subdir}/anat/{scan}"
-TEMPLATE = "results/surfaces/template/tpl-fsaverage"
+SURF = f"{DATASETS['surfaces']}/{{subdir}}/anat/{{scan}}"
+# A template's files live in a tpl-<label>/ folder of their own (BIDS, as TemplateFlow).
+TEMPLATE = f"{DATASETS['surfaces']}/tpl-fsaverage/tpl-fsaverage"
 HEMIS = ["L", "R"]
 
 
@@ -11,7 +12,7 @@ rule surface_template:
         white=expand(f"{TEMPLATE}_hemi-{{hemi}}_white.surf.gii", hemi=HEMIS),
         pial=expand(f"{TEMPLATE}_hemi-{{hemi}}_pial.surf.gii", hemi=HEMIS),
         cortex=expand(f"{TEMPLATE}_hemi-{{hemi}}_desc-cortex_mask.shape.gii", hemi=HEMIS),
-        label=f"{TEMPLATE}_desc-tissue_label.nii.gz",
+        label=f"{TEMPLATE}_desc-tissue_dseg.nii.gz",
         mask=f"{TEMPLATE}_desc-tissue_mask.nii.gz",
     params:
         hemis=HEMIS,
@@ -101,12 +102,23 @@ rule surface_sdf:
         white=rules.surfaces.output.white,
         pial=rules.surfaces.output.pial,
         grid=rules.preprocess.output.image,
+    # Signed distance maps end in _sdf, a suffix BIDS (1.10) does not define: its anatomical
+    # derivatives are MR contrasts (_T1w...), quantitative MR maps (_T1map...), _mask, _dseg and
+    # _probseg, and a distance in mm is none of these. A name the validator accepts (e.g.
+    # desc-pial_T1w or desc-pial_mask) would tell BIDS tools that query by suffix it is an image
+    # or a binary mask. So: BIDS entities and grammar, a suffix of their own, listed in
+    # results/surfaces/.bidsignore (cortexgen.derivatives.BIDS_IGNORE), and a sidecar saying what the values are.
     output:
-        pial_sdf=f"{SURF}_space-{SPACE}_res-{RES}_desc-pialsdf.nii.gz",
-        white_sdf=f"{SURF}_space-{SPACE}_res-{RES}_desc-whitesdf.nii.gz",
+        pial_sdf=f"{SURF}_space-{SPACE}_res-{RES}_desc-pial_sdf.nii.gz",
+        white_sdf=f"{SURF}_space-{SPACE}_res-{RES}_desc-white_sdf.nii.gz",
         ribbon=f"{SURF}_space-{SPACE}_res-{RES}_desc-ribbon_mask.nii.gz",
+        # BIDS asks for a sidecar saying what a res- label means.
+        pial_sdf_json=f"{SURF}_space-{SPACE}_res-{RES}_desc-pial_sdf.json",
+        white_sdf_json=f"{SURF}_space-{SPACE}_res-{RES}_desc-white_sdf.json",
+        ribbon_json=f"{SURF}_space-{SPACE}_res-{RES}_desc-ribbon_mask.json",
     params:
         clip_mm=config["surfaces"]["sdf_clip_mm"],
+        space=SPACE,
     log:
         "logs/surface_sdf/{subdir}/{scan}.log",
     benchmark:

@@ -13,7 +13,7 @@ import os  # noqa: E402
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
-from cortexgen.derivatives import resolution_sidecar, write_json  # noqa: E402
+from cortexgen.derivatives import bids_uri, resolution_sidecar, write_json  # noqa: E402
 from cortexgen.io import load_t1w, save_niftis, voxel_sizes  # noqa: E402
 from cortexgen.preprocess.bias import foreground_volume_ml  # noqa: E402
 from cortexgen.preprocess.chain import preprocess_head  # noqa: E402
@@ -54,6 +54,21 @@ with job_log(snakemake.log[0], source=params.raw) as log:
         output.image_mask: result.image_mask,
     }, threads=snakemake.threads)
     source = os.path.relpath(params.raw, params.bids_dir)
-    sidecar = resolution_sidecar(result.image.shape, voxel_sizes(result.image).round(4).tolist(), params.space, source)
-    write_json(sidecar, output.image_json)
-    write_json(sidecar, output.image_mask_json)
+    grid = (result.image.shape, voxel_sizes(result.image).round(4).tolist(), params.space, source)
+    write_json(resolution_sidecar(*grid), output.image_json)
+    write_json(resolution_sidecar(*grid, skull_stripped=None, Type="Brain"), output.image_mask_json)
+
+    # The images before skull stripping keep the raw scan's skull, if it had one. Sources: the
+    # file each step read (BIDS URIs; bids:: is this dataset, results/preproc).
+    def here(*paths):
+        return [bids_uri(path, output.image_json) for path in paths]
+
+    for path, stripped, description, sources in (
+        (output.denoised_json, result.skull_stripped, "Adaptive non-local means (Rician), native space",
+         [f"bids:raw:{source}"]),
+        (output.corrected_json, result.skull_stripped, "N4 bias-field corrected, native space", here(output.denoised)),
+        (output.head_json, result.skull_stripped, f"Affine to the {params.space} head template",
+         here(output.corrected, output.xfm)),
+        (output.brain_json, True, f"In {params.space}, brain mask applied", here(output.head, output.brain_mask)),
+    ):
+        write_json({"SkullStripped": bool(stripped), "Description": description, "Sources": sources}, path)

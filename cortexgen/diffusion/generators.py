@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from cortexgen.diffusion import bridge as bridge_maths
 from cortexgen.diffusion import ddpm as ddpm_maths
 from cortexgen.diffusion import packing
+from cortexgen.diffusion.prior import SurfacePrior, prior_channels
 from cortexgen.diffusion.registry import generator as registry_entry
 
 #: How a generator's network sees the volumes: ``none`` at the training grid, ``haar`` packed to
@@ -28,6 +29,11 @@ PACKINGS = ("none", "haar")
 
 #: Condition volumes the bridge can be given (file roles of the surface stage).
 CONDITIONS = ("pialsdf", "whitesdf", "ribbon")
+
+#: The bridge's other end y: ``prior``, the image the surfaces imply
+#: (:class:`~cortexgen.diffusion.prior.SurfacePrior`, fitted on the training set, also an input
+#: channel); ``condition``, the first condition volume itself (Cor2Vox).
+ENDPOINTS = ("prior", "condition")
 
 
 def seeded(seed: int, position: int) -> torch.Generator:
@@ -51,8 +57,9 @@ class BridgeSettings:
 
     schedule: bridge_maths.BridgeSchedule = field(default_factory=bridge_maths.BridgeSchedule)
     objective: str = "ysubx"
-    # Condition channels the network sees; the first is the bridge's other end y.
+    # Condition channels the network sees (with endpoint 'condition' the first is y).
     conditions: tuple[str, ...] = ("pialsdf", "whitesdf")
+    endpoint: str = "condition"
     sample_steps: int = 10
     eta: float = 1.0
     # Clamp the predicted image to the data range [-1, 1] at every sampling step (Cor2Vox).
@@ -69,6 +76,10 @@ class BridgeSettings:
             raise ValueError(f"bridge conditions must be a non-empty list from {CONDITIONS}, got {values['conditions']}")
         if values.get("objective", cls.objective) not in bridge_maths.OBJECTIVES:
             raise ValueError(f"bridge objective must be one of {bridge_maths.OBJECTIVES}")
+        if values.get("endpoint", cls.endpoint) not in ENDPOINTS:
+            raise ValueError(f"bridge endpoint must be one of {ENDPOINTS}, got {values['endpoint']!r}")
+        if values.get("endpoint", cls.endpoint) == "prior":
+            prior_channels(values["conditions"])
         if values.get("packing", cls.packing) not in PACKINGS:
             raise ValueError(f"bridge packing must be one of {PACKINGS}, got {values['packing']!r}")
         return cls(**values)
@@ -90,11 +101,13 @@ class DDPMSettings:
 
 
 class BridgeGenerator:
-    """Shape-to-image Brownian bridge: image x0 <-> first condition channel y; the UNet sees (x_t, conditions).
+    """Shape-to-image Brownian bridge between the image x0 and an endpoint y.
 
-    With ``packing: haar`` image and conditions are Haar-packed first (8 channels each at half
-    the grid), the bridge runs between the packed image and the packed first condition, and
-    samples are unpacked to the full grid.
+    y is the image the surfaces imply (``endpoint: prior``; :meth:`fit` makes it from the
+    training set) or the first condition volume (``endpoint: condition``). The UNet sees
+    (x_t, y, conditions), or (x_t, conditions) when y is a condition already.
+    With ``packing: haar`` every volume is Haar-packed first (8 channels at half the grid),
+    and samples are unpacked to the full grid.
     """
 
     name = "bridge"
@@ -104,8 +117,41 @@ class BridgeGenerator:
         self.packed = settings.packing == "haar"
         self.factor = packing.PACKED_CHANNELS if self.packed else 1
         self.condition_channels = len(settings.conditions)
-        self.in_channels = self.factor * (1 + self.condition_channels)
+        self.uses_prior = settings.endpoint == "prior"
+        self.in_channels = self.factor * (1 + int(self.uses_prior) + self.condition_channels)
         self.out_channels = self.factor
+        self.prior: SurfacePrior | None = None
+
+    def fit(self, data: dict, mirror: bool = False) -> None:
+        """Fit what the bridge learns without gradients (the surface prior) on the training
+        ``data`` (``image`` and ``condition`` stores); ``mirror``: training flips along X."""
+        if self.uses_prior:
+            self.prior = SurfacePrior.fit(data["image"], data["condition"],
+                                          prior_channels(self.settings.conditions), mirror=mirror)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """What :meth:`fit` made, as plain tensors for the model file."""
+        return self.prior.state_dict() if self.prior is not None else {}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        if self.uses_prior:
+            self.prior = SurfacePrior.from_state_dict(state)
+
+    def endpoint(self, condition: torch.Tensor) -> torch.Tensor:
+        """y (B, 1, X, Y, Z) for conditions (B, C, X, Y, Z), before packing."""
+        if not self.uses_prior:
+            return condition[:, :1]
+        if self.prior is None:
+            raise RuntimeError("the bridge's surface prior is not fitted (BridgeGenerator.fit)")
+        return self.prior.render(condition)
+
+    def _inputs(self, condition: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(packed y, packed network conditions) for conditions (B, C, X, Y, Z)."""
+        y = self._packed(self.endpoint(condition))
+        packed_condition = self._packed(condition)
+        if self.uses_prior:
+            packed_condition = torch.cat([y, packed_condition], dim=1)
+        return y, packed_condition
 
     def network_grid(self, grid: Sequence[int]) -> tuple[int, int, int]:
         """The grid the UNet sees for volumes on ``grid``."""
@@ -115,8 +161,8 @@ class BridgeGenerator:
         return packing.pack(volume) if self.packed else volume
 
     def loss(self, network, batch: dict, positions: Sequence[int], seed: int) -> torch.Tensor:
-        x0, condition = self._packed(batch["image"]), self._packed(batch["condition"])
-        y = condition[:, :self.factor]
+        x0 = self._packed(batch["image"])
+        y, condition = self._inputs(batch["condition"])
         t, noise = draws(seed, positions, self.settings.schedule.num_steps, x0.shape[1:])
         t, noise = t.to(x0.device), noise.to(x0.device, x0.dtype)
         x_t = bridge_maths.q_sample(self.settings.schedule, x0, y, t, noise)
@@ -137,11 +183,11 @@ class BridgeGenerator:
                progress: Callable | None = None, sample_steps: int | None = None) -> torch.Tensor:
         """Images (B, 1, X, Y, Z) for conditions (B, C, X, Y, Z) in the network's scaling."""
         grid = condition.shape[2:]
-        packed_condition = self._packed(condition)
+        y, packed_condition = self._inputs(condition)
         image = bridge_maths.sample(
             self.settings.schedule, self.settings.objective,
             lambda x_t, t: network(torch.cat([x_t, packed_condition], dim=1), t).to(condition.dtype),
-            packed_condition[:, :self.factor], sample_steps or self.settings.sample_steps, generator=generator,
+            y, sample_steps or self.settings.sample_steps, generator=generator,
             eta=self.settings.eta, progress=progress, clip=self._clip(grid))
         return packing.unpack(image, grid) if self.packed else image
 
@@ -158,6 +204,15 @@ class DDPMGenerator:
     def network_grid(self, grid: Sequence[int]) -> tuple[int, int, int]:
         """The grid the UNet sees for volumes on ``grid`` (the same: no packing)."""
         return tuple(int(side) for side in grid)
+
+    def fit(self, data: dict, mirror: bool = False) -> None:
+        """Nothing is learned without gradients."""
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Nothing to restore."""
 
     def loss(self, network, batch: dict, positions: Sequence[int], seed: int) -> torch.Tensor:
         x0 = batch["image"]

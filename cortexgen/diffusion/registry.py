@@ -81,7 +81,8 @@ class GeneratorEntry:
 GENERATORS: dict[str, GeneratorEntry] = {entry.name: entry for entry in (
     # Shape-to-image Brownian bridge conditioned on the cortical SDFs (Cor2Vox).
     GeneratorEntry("bridge", "images", True, "bridge", 1,
-                   ("schedule", "objective", "conditions", "sample_steps", "eta", "clip_denoised", "packing")),
+                   ("schedule", "objective", "conditions", "endpoint", "sample_steps", "eta", "clip_denoised",
+                    "packing")),
     # Unconditional 3D DDPM on the images.
     GeneratorEntry("ddpm", "images", False, "ddpm", 1, ("schedule", "sample_steps", "eta")),
     # DDPM on the fields' velocities; a sample warps the template.

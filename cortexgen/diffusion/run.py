@@ -8,6 +8,7 @@ runs :func:`train_job` once per GPU.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import sys
@@ -33,6 +34,7 @@ from cortexgen.diffusion.training import (
     sampling_autocast,
     save_model,
     train,
+    with_epochs,
     write_log,
 )
 from cortexgen.io import atomic_output, save_nifti, write_table
@@ -169,6 +171,8 @@ def train_job(spec: dict) -> None:
     clip = spec.get("sdf_clip_mm", 10.0)
     data = load_data(model, inputs, settings, grid, clip, cache, build=dist.is_main)
     val_data = load_data(model, inputs, settings, grid, clip, cache, prefix="val_", build=dist.is_main)
+    generator.fit(data, mirror=train_settings.flip_lr)
+    train_settings = with_epochs(train_settings, len(data["image"]), dist.world_size)
     extra = {"grid": list(grid)}
     if entry.data == "fields":
         # One scale for every field (mm), so the DDPM sees values of about [-1, 1].
@@ -179,9 +183,9 @@ def train_job(spec: dict) -> None:
         extra["field_scale_mm"] = scale
         extra["field"] = field_settings(settings)
     if dist.is_main:
-        log.info("%s: %d training and %d validation volumes on a %s grid, %s, %d process(es)",
+        log.info("%s: %d training and %d validation volumes on a %s grid, %s, %d process(es), %d steps",
                  model, len(data["image"]), len(val_data.get("image", [])), "x".join(map(str, grid)),
-                 dist.device, dist.world_size)
+                 dist.device, dist.world_size, train_settings.steps)
     torch.manual_seed(train_settings.seed)
     network = build_unet(network_settings, generator.in_channels, generator.out_channels)
     # Resume only a checkpoint made from the same settings and the same training files.
@@ -219,12 +223,20 @@ def _batches(count: int, size: int):
         yield list(range(start, min(count, start + max(1, size))))
 
 
+def noise_seed(seed: int, key: str) -> int:
+    """The seed (63 bits) of the sampling noise of the condition item with noise key ``key`` in
+    a run seeded with ``seed``: a stable hash (Python's hash() is salted per process)."""
+    return int.from_bytes(hashlib.sha256(f"{int(seed)}:{key}".encode()).digest()[:8], "little") >> 1
+
+
 def sample_bridge_job(spec: dict) -> list[dict]:
     """Images from the bridge for each condition set; written on the grid of the condition files.
 
-    ``spec['conditions']``: list of {"id", "kind", role: path..., "real": path or ""}; outputs in
-    the same order. Each image's noise comes from (sampling seed, its index), so a sample does
-    not depend on the batch it was drawn in.
+    ``spec['conditions']``: list of {"id", "kind", "noise", role: path..., "real": path or ""}
+    (cortexgen.planning.bridge_conditions); outputs in the same order. Each image's noise comes
+    from (sampling seed, its ``noise`` key) alone (:func:`noise_seed`), so a sample does not
+    depend on its position or the batch it was drawn in, and items that share a key (an
+    atrophied cortex and its unthinned twin) share their noise.
     """
     device = _device_for_sampling(spec.get("device", "auto"))
     cuda = CudaSettings.from_dict(spec.get("cuda"))
@@ -240,17 +252,17 @@ def sample_bridge_job(spec: dict) -> list[dict]:
             volumes.load_conditions(item, roles, trained.grid, spec["sdf_clip_mm"]) for item in items
         ]).to(device)
         images = []
-        for k, index in enumerate(batch):
-            generator = torch.Generator(device=device).manual_seed(sampling["seed"] * 100_003 + index)
+        for k, item in enumerate(items):
+            generator = torch.Generator(device=device).manual_seed(noise_seed(sampling["seed"], item["noise"]))
             with sampling_autocast(cuda, device):
                 images.append(trained.generator.sample(trained.network, condition[k:k + 1], generator=generator,
-                                                       progress=_progress(f"bridge {items[k]['id']}")))
+                                                       progress=_progress(f"bridge {item['id']}")))
         out = volumes.resize_volume(torch.cat(images).float().cpu(), reference.shape[:3])
         for k, index in enumerate(batch):
             save_nifti(_image(out[k], reference.affine), spec["outputs"][index])
             rows.append({"file": Path(spec["outputs"][index]).name, "condition": items[k]["id"],
                          "kind": items[k]["kind"], "real_image": items[k].get("real", ""),
-                         "seed": sampling["seed"], "index": index})
+                         "seed": sampling["seed"], "noise": items[k]["noise"]})
     write_table(rows, spec["table"])
     return rows
 

@@ -18,7 +18,7 @@ import pickle
 import signal
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +59,18 @@ class TrainSettings:
     seed: int = 0
     weight_decay: float = 0.0
     flip_lr: bool = False
+    # When set, ``steps`` is ignored: see :func:`with_epochs`.
+    epochs: int | None = None
+
+
+def with_epochs(settings: TrainSettings, volumes: int, processes: int = 1) -> TrainSettings:
+    """``settings`` with ``steps`` set from ``epochs`` passes over ``volumes`` training volumes,
+    when ``epochs`` is set: ceil(epochs × volumes / volumes per optimiser step), so the cohort's
+    size sets the training's length."""
+    if settings.epochs is None:
+        return settings
+    per_step = settings.batch_size * settings.grad_accumulation * processes
+    return replace(settings, steps=max(1, math.ceil(settings.epochs * volumes / per_step)))
 
 
 @dataclass(frozen=True)
@@ -457,6 +469,7 @@ def save_model(path: str | Path, generator, network_settings, weights: dict, gri
         "grid": [int(side) for side in grid],
         "extra": json.dumps(extra or {}),
         "weights": weights,
+        "generator_state": generator.state_dict(),
     }
     with atomic_output(path) as tmp:
         torch.save(model, tmp)
@@ -481,6 +494,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> TrainedM
     if model.get("format") != MODEL_FORMAT:
         raise ValueError(f"{path}: not a cortexgen diffusion model (format {model.get('format')!r})")
     generator = make_generator(model["generator"], json.loads(model["generator_settings"]))
+    generator.load_state_dict(model.get("generator_state", {}))
     network = build_unet(NetworkSettings.from_dict(json.loads(model["network"])),
                          generator.in_channels, generator.out_channels)
     network.load_state_dict(model["weights"])

@@ -1,4 +1,5 @@
-"""Evaluation figures: sample galleries beside real images, metrics with CI bars, training losses.
+"""Evaluation figures: sample galleries beside real images, metrics with CI bars, training losses,
+an atrophied cortex's sample beside its twin's.
 
 Each function returns a matplotlib Figure on its own Agg canvas; the caller saves it.
 """
@@ -16,10 +17,10 @@ from cortexgen.plotting import agg_figure
 VIEWS = ("sagittal", "coronal", "axial")
 
 
-def centre_slices(volume: np.ndarray) -> list[np.ndarray]:
-    """Sagittal, coronal and axial slices through the grid centre of an (X, Y, Z) RAS volume,
-    rotated for display (superior / anterior up)."""
-    x, y, z = (s // 2 for s in volume.shape)
+def centre_slices(volume: np.ndarray, centre: Sequence[int] | None = None) -> list[np.ndarray]:
+    """Sagittal, coronal and axial slices through ``centre`` (voxel indices; default the grid
+    centre) of an (X, Y, Z) RAS volume, rotated for display (superior / anterior up)."""
+    x, y, z = centre if centre is not None else (s // 2 for s in volume.shape)
     return [np.rot90(volume[x, :, :]), np.rot90(volume[:, y, :]), np.rot90(volume[:, :, z])]
 
 
@@ -121,4 +122,47 @@ def training_figure(logs: Mapping[str, Sequence[Mapping]]) -> Figure:
         ax.set_xlabel("optimiser step", fontsize=8)
         ax.set_title(name, fontsize=9)
     fig.tight_layout()
+    return fig
+
+
+def twin_figure(twin: np.ndarray, atrophied: np.ndarray, region: np.ndarray, title: str,
+                voxel_mm: Sequence[float] = (1.0, 1.0, 1.0)) -> Figure:
+    """An atrophied cortex's sample, its unthinned twin's, and their difference (atrophied − twin),
+    in sagittal, coronal and axial slices through the centre of the atrophy region's cortex
+    (outlined on the difference; the grid centre if it is empty).
+
+    Args:
+        twin, atrophied: (X, Y, Z) images in [0, 1].
+        region: (X, Y, Z) bool, the atrophy region's cortex
+            (:func:`cortexgen.evaluate.atrophy.region_cortex`).
+        voxel_mm: voxel sizes, for each panel's aspect ratio.
+    """
+    region = np.asarray(region, dtype=bool)
+    centre = np.round(np.argwhere(region).mean(axis=0)).astype(int) if region.any() else None
+    difference = np.asarray(atrophied, dtype=np.float64) - np.asarray(twin, dtype=np.float64)
+    limit = max(float(np.abs(difference).max()), 1e-6)
+    dx, dy, dz = voxel_mm
+    aspects = (dz / dy, dz / dx, dy / dx)
+    columns = (("twin", twin, {"cmap": "gray", "vmin": 0.0, "vmax": 1.0}),
+               ("atrophied", atrophied, {"cmap": "gray", "vmin": 0.0, "vmax": 1.0}),
+               ("atrophied − twin", difference, {"cmap": "RdBu_r", "vmin": -limit, "vmax": limit}))
+    fig = agg_figure((7.2, 6.6))
+    outlines = centre_slices(region.astype(np.float32), centre)
+    for v, view in enumerate(VIEWS):
+        for c, (name, volume, style) in enumerate(columns):
+            ax = fig.add_subplot(len(VIEWS), len(columns), v * len(columns) + c + 1)
+            shown = ax.imshow(centre_slices(np.asarray(volume), centre)[v], aspect=aspects[v], interpolation="nearest",
+                              **style)
+            if c == len(columns) - 1:
+                if outlines[v].any():
+                    ax.contour(outlines[v], levels=[0.5], colors="k", linewidths=0.5)
+                fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02).ax.tick_params(labelsize=6)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if v == 0:
+                ax.set_title(name, fontsize=8)
+            if c == 0:
+                ax.set_ylabel(view, fontsize=8)
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
     return fig

@@ -208,6 +208,32 @@ def apply_atrophy(
     return thickness * (1.0 - loss)
 
 
+def thin_surfaces(white: Mesh, pial: Mesh, retained: np.ndarray) -> tuple[Mesh, Mesh]:
+    """White and pial moved towards each other so that each vertex keeps ``retained`` of its thickness.
+
+    Each vertex moves along its own white–pial segment, by ``(1 − r)/2`` of it from each end:
+    ``white + (1 − r)/2 (pial − white)`` and ``pial − (1 − r)/2 (pial − white)``. The thickness
+    becomes ``r |pial − white|`` and the midthickness surface is unchanged; a vertex with
+    ``r = 1`` stays exactly where it was, so thinning a region leaves every other vertex as it was
+    (bit for bit). The thinned surfaces lie between the given white and pial surfaces.
+
+    Args:
+        white, pial: one hemisphere's meshes (V vertices, world mm), one vertex order.
+        retained: (V,) in (0, 1], e.g. ``apply_atrophy`` of unit thicknesses.
+
+    Returns:
+        (white, pial) meshes with the faces of ``white``.
+    """
+    retained = np.asarray(retained, dtype=np.float64)
+    if retained.shape != (len(white.vertices),) or len(pial.vertices) != len(white.vertices):
+        raise ValueError(f"white, pial and retained need one length, got {len(white.vertices)}, "
+                         f"{len(pial.vertices)} and {retained.shape}")
+    if not np.all((retained > 0) & (retained <= 1)):
+        raise ValueError("retained must be in (0, 1]")
+    step = 0.5 * (1.0 - retained)[:, None] * (pial.vertices - white.vertices)
+    return white.with_vertices(white.vertices + step), pial.with_vertices(pial.vertices - step)
+
+
 def _region(region: np.ndarray, n_vertices: int) -> np.ndarray:
     region = np.asarray(region)
     if region.dtype != bool or region.shape != (n_vertices,):

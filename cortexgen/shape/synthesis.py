@@ -7,7 +7,10 @@ A *shape spec* (a plain dict, from config ``shape_model``) says how one new cort
 * ``{"kind": "interpolation", "from": "sub-01", "to": "sub-02", "weight": w, "method": "slerp"}``:
   between two subjects' projections;
 * ``{"kind": "atrophy", "region": {...}, "fraction": f, "taper_mm": d}``: the mean shape (z = 0)
-  thinned by f inside a region (see :func:`atrophy_region`).
+  thinned by f inside a region (see :func:`atrophy_region`);
+* ``{"kind": "mean"}``: the mean shape as it is, the unthinned twin of every atrophy.
+
+:func:`thin_hemisphere` applies an atrophy to a subject's own surfaces instead.
 
 :func:`synthesize_hemisphere` turns z into white, pial and mid-thickness meshes with the
 template's faces and vertex order, self-intersections repaired, like a subject's surfaces.
@@ -26,6 +29,7 @@ from cortexgen.shape.generate import (
     distance_to_region,
     interpolate,
     surfaces_from_midthickness,
+    thin_surfaces,
 )
 from cortexgen.shape.model import ShapeModel, project, reconstruct, sample_coefficients
 from cortexgen.surfaces.extract import HemisphereSurfaces, repair_self_intersections
@@ -34,7 +38,7 @@ from cortexgen.surfaces.mesh import Mesh
 from cortexgen.surfaces.qc import TISSUE_FIELDS, SurfaceQC, surface_measures
 from cortexgen.surfaces.template import MEDIAL_WALL_THICKNESS_MM
 
-SHAPE_KINDS = ("sample", "interpolation", "atrophy")
+SHAPE_KINDS = ("sample", "interpolation", "atrophy", "mean")
 
 
 def shape_coefficients(
@@ -57,7 +61,7 @@ def shape_coefficients(
             raise ValueError(f"interpolation {spec['from']} → {spec['to']} needs both subjects' surfaces")
         z_from, z_to = (project(model, *endpoints[spec[end]]) for end in ("from", "to"))
         return interpolate(z_from, z_to, [float(spec["weight"])], spec.get("method", "slerp"))[0]
-    if kind == "atrophy":
+    if kind in ("atrophy", "mean"):
         return np.zeros(model.n_modes)
     raise ValueError(f"unknown shape kind {kind!r}; expected one of {SHAPE_KINDS}")
 
@@ -77,6 +81,41 @@ def atrophy_region(mesh: Mesh, hemi: str, region: dict) -> np.ndarray:
             return np.zeros(len(mesh.vertices), dtype=bool)
         return atrophy_region_disk(mesh, int(region["centre_vertex"]), float(region["radius_mm"]))
     raise ValueError(f"unknown atrophy region type {region['type']!r}; expected 'box' or 'disk'")
+
+
+def atrophy_retained(mesh: Mesh, hemi: str, atrophy: dict, cortex: np.ndarray) -> np.ndarray:
+    """(V,) the fraction of its thickness each vertex of ``mesh`` keeps under ``atrophy``.
+
+    ``atrophy``: ``{"region": {...}, "fraction": f, "taper_mm": d}`` (config
+    ``shape_model.atrophy``). 1 − f on the region's cortex vertices (:func:`atrophy_region`
+    ∩ ``cortex`` (V,) bool), rising linearly to 1 over d mm of geodesic distance outside it
+    (:func:`cortexgen.shape.generate.apply_atrophy`), 1 elsewhere; all 1 when the region holds
+    no cortex in this hemisphere.
+    """
+    region = atrophy_region(mesh, hemi, atrophy["region"]) & cortex
+    retained = np.ones(len(mesh.vertices))
+    if not region.any():
+        return retained
+    taper = float(atrophy.get("taper_mm", 0.0))
+    distance = distance_to_region(mesh, region) if taper > 0 else None
+    return apply_atrophy(retained, region, float(atrophy["fraction"]), taper, distance)
+
+
+def thin_hemisphere(surfaces: HemisphereSurfaces, hemi: str, atrophy: dict) -> HemisphereSurfaces:
+    """A subject's hemisphere with ``atrophy`` applied to its own surfaces.
+
+    The region is found on the subject's midthickness surface (world mm: a box selects the
+    same MNI coordinates as on the mean shape, a disk the same template vertex) and its
+    ``cortex``; white and pial move towards each other along each vertex's segment
+    (:func:`cortexgen.shape.generate.thin_surfaces`), so the thickness becomes
+    :func:`atrophy_retained` × the subject's, the midthickness stays, and every vertex the
+    atrophy does not reach keeps its position bit for bit: the unthinned twin of the result is
+    the subject's surfaces themselves. No self-intersection repair: the thinned surfaces lie
+    between the subject's (repaired) white and pial, and a repair would move untouched vertices.
+    """
+    retained = atrophy_retained(surfaces.midthickness, hemi, atrophy, surfaces.cortex)
+    white, pial = thin_surfaces(surfaces.white, surfaces.pial, retained)
+    return HemisphereSurfaces.from_white_pial(white, pial, surfaces.cortex)
 
 
 def synthesize_hemisphere(
@@ -119,11 +158,7 @@ def synthesize_hemisphere(
     # hundredths of a mm thick in some subjects, so "> 0" would count it as cortex.
     cortex = model.mean_thickness >= MEDIAL_WALL_THICKNESS_MM
     if atrophy is not None:
-        region = atrophy_region(mean_mesh, model.hemi, atrophy["region"]) & cortex
-        if region.any():
-            taper = float(atrophy.get("taper_mm", 0.0))
-            distance = distance_to_region(mean_mesh, region) if taper > 0 else None
-            thickness = apply_atrophy(thickness, region, float(atrophy["fraction"]), taper, distance)
+        thickness = thickness * atrophy_retained(mean_mesh, model.hemi, atrophy, cortex)
     thickness = np.where(cortex, thickness, 0.0)
     white, pial = surfaces_from_midthickness(mid, thickness, flow=flow)
     if repair:

@@ -469,3 +469,68 @@ def test_cuda_settings_defaults_match_the_schema_and_the_shipped_config():
     assert torch.backends.cudnn.benchmark == benchmark
     with sampling_autocast(CudaSettings(), torch.device("cpu")):
         assert not torch.is_autocast_enabled("cuda")
+
+
+def test_epochs_set_the_training_length_from_the_cohort():
+    from cortexgen.diffusion.training import with_epochs
+
+    fixed = TrainSettings(steps=7, batch_size=2)
+    assert with_epochs(fixed, 100) is fixed
+    by_epochs = TrainSettings(steps=7, batch_size=2, grad_accumulation=3, epochs=400)
+    # 400 passes over 10 volumes, 2 x 3 volumes per step on one process, 12 on two.
+    assert with_epochs(by_epochs, 10).steps == 667
+    assert with_epochs(by_epochs, 10, processes=2).steps == 334
+    assert with_epochs(by_epochs, 20).steps == 1334
+
+
+# --- sampling ----------------------------------------------------------------------------------
+
+
+def test_atrophy_twins_share_their_noise(tmp_path):
+    """The bridge's noise for an item comes from its noise key alone: two items with one key and
+    one condition give the same image, another key or another condition a different one,
+    whatever their position or batch."""
+    import nibabel as nib
+    import numpy as np
+
+    from cortexgen.diffusion.run import noise_seed, sample_bridge_job
+
+    generator = make_generator("bridge", {"sample_steps": 3})
+    torch.manual_seed(0)
+    network = build_unet(TINY, generator.in_channels, generator.out_channels)
+    # An untrained UNet's output layer is zero: its prediction would not depend on the noise.
+    with torch.no_grad():
+        for parameter in network.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    save_model(tmp_path / "model.pt", generator, TINY, network.state_dict(), (8, 8, 8))
+    rng = np.random.default_rng(0)
+    conditions = {}
+    for name in ("twin", "atrophied"):
+        conditions[name] = {}
+        for role in ("pialsdf", "whitesdf"):
+            conditions[name][role] = str(tmp_path / f"{name}_{role}.nii.gz")
+            nib.save(nib.Nifti1Image(rng.uniform(-5, 5, (8, 8, 8)).astype(np.float32), np.eye(4)),
+                     conditions[name][role])
+    items = {"twin": {"noise": "pair", **conditions["twin"]}, "same": {"noise": "pair", **conditions["twin"]},
+             "other_key": {"noise": "other", **conditions["twin"]},
+             "atrophied": {"noise": "pair", **conditions["atrophied"]}}
+
+    def sample(labels, batch_size):
+        outputs = [str(tmp_path / f"{label}_b{batch_size}.nii.gz") for label in labels]
+        sample_bridge_job({
+            "model_file": str(tmp_path / "model.pt"), "settings": {"sampling": {"seed": 0, "batch_size": batch_size}},
+            "device": "cpu", "sdf_clip_mm": 5.0, "outputs": outputs, "table": str(tmp_path / f"b{batch_size}.tsv"),
+            "conditions": [{"id": label, "kind": "atrophy", "real": "", **items[label]} for label in labels]})
+        return {label: nib.load(path).get_fdata() for label, path in zip(labels, outputs)}
+
+    images = sample(list(items), batch_size=2)
+    assert np.array_equal(images["twin"], images["same"])
+    assert np.abs(images["other_key"] - images["twin"]).max() > 1e-3
+    assert np.abs(images["atrophied"] - images["twin"]).max() > 1e-3
+    # Another order and batch size: the same image per item.
+    alone = sample(["atrophied", "other_key", "twin"], batch_size=1)
+    for label, image in alone.items():
+        assert np.array_equal(image, images[label])
+    assert "noise" in (tmp_path / "b1.tsv").read_text().splitlines()[0].split("\t")
+    assert noise_seed(0, "pair") == noise_seed(0, "pair") != noise_seed(1, "pair")
+    assert 0 <= noise_seed(0, "pair") < 2**63

@@ -20,8 +20,8 @@ def _results(folder, count=4, shape=(16, 16, 16)):
         image = np.clip(1.0 - radius / 8.0 + rng.normal(0, 0.05, shape), 0, 1)
         files = {f"preproc/{anat}/{name}_desc-preproc_T1w.nii.gz": image,
                  f"preproc/{anat}/{name}_desc-brain_mask.nii.gz": (radius < 6).astype(np.float32),
-                 f"surfaces/{anat}/{name}_desc-pialsdf.nii.gz": radius - 6.0,
-                 f"surfaces/{anat}/{name}_desc-whitesdf.nii.gz": radius - 4.0}
+                 f"surfaces/{anat}/{name}_desc-pial_sdf.nii.gz": radius - 6.0,
+                 f"surfaces/{anat}/{name}_desc-white_sdf.nii.gz": radius - 4.0}
         for relative, values in files.items():
             (folder / relative).parent.mkdir(parents=True, exist_ok=True)
             nib.save(nib.Nifti1Image(values.astype(np.float32), np.eye(4)), folder / relative)

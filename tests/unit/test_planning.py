@@ -17,10 +17,11 @@ from cortexgen.split import SubjectSplit
 
 IMAGE = "results/preproc/{subdir}/anat/{scan}_desc-preproc_T1w.nii.gz"
 FIELD = "results/deform/{subdir}/anat/{scan}_xfm.nii.gz"
+# Condition roles and their files' desc and suffix, as rules/surfaces.smk names them.
 CONDITION_PATTERNS = {
-    role: (f"results/surfaces/{{subdir}}/anat/{{scan}}_desc-{role}.nii.gz",
-           f"results/shapes/{{shape}}/{{shape}}_desc-{role}.nii.gz")
-    for role in ("pialsdf", "whitesdf", "ribbon")
+    role: (f"results/surfaces/{{subdir}}/anat/{{scan}}_desc-{name}.nii.gz",
+           f"results/shapes/{{shape}}/{{shape}}_desc-{name}.nii.gz")
+    for role, name in (("pialsdf", "pial_sdf"), ("whitesdf", "white_sdf"), ("ribbon", "ribbon_mask"))
 }
 ATROPHY = {"region": {"type": "box", "low_mm": [-90, -125, -60], "high_mm": [90, -70, 90]}, "fraction": 0.3,
            "taper_mm": 5.0}
@@ -68,8 +69,11 @@ def test_shape_specs_of_the_shipped_config():
         "interp01to02w050": {"kind": "interpolation", "from": "sub-01", "to": "sub-02", "weight": 0.5,
                              "method": "slerp"},
         "atrophy01": {"kind": "atrophy", **ATROPHY},
+        # The unthinned twin of every atrophy.
+        "mean": {"kind": "mean"},
     }
-    assert list(specs) == ["sample0001", "sample0002", "interp01to02w050", "atrophy01"]
+    assert list(specs) == ["sample0001", "sample0002", "interp01to02w050", "atrophy01", "mean"]
+    assert "mean" not in planning.shape_specs({**SHAPE_SETTINGS, "atrophy": []}, SPLIT)
 
 
 def test_shape_specs_interpolate_named_pairs_at_every_step_held_out_subjects_included():
@@ -77,7 +81,8 @@ def test_shape_specs_interpolate_named_pairs_at_every_step_held_out_subjects_inc
                 "interpolation": {"pairs": [["03", "sub-01"]], "steps": 3, "method": "linear"},
                 "atrophy": [ATROPHY, {**ATROPHY, "fraction": 0.1}]}
     specs = planning.shape_specs(settings, SPLIT)
-    assert list(specs) == ["interp03to01w025", "interp03to01w050", "interp03to01w075", "atrophy01", "atrophy02"]
+    assert list(specs) == ["interp03to01w025", "interp03to01w050", "interp03to01w075", "atrophy01", "atrophy02",
+                           "mean"]
     assert [specs[name]["weight"] for name in list(specs)[:3]] == [0.25, 0.5, 0.75]
     assert specs["interp03to01w075"]["from"] == "sub-03" and specs["interp03to01w075"]["method"] == "linear"
     assert specs["atrophy02"]["fraction"] == 0.1
@@ -88,16 +93,16 @@ def test_shape_specs_refuse_an_unknown_subject_and_skip_interpolation_without_tw
     with pytest.raises(ValueError, match=r"interpolation.pairs: \['sub-09'\] not in the dataset"):
         planning.shape_specs(settings, SPLIT)
     one = SubjectSplit(train=("sub-01",), held_out=())
-    assert list(planning.shape_specs(SHAPE_SETTINGS, one)) == ["sample0001", "sample0002", "atrophy01"]
+    assert list(planning.shape_specs(SHAPE_SETTINGS, one)) == ["sample0001", "sample0002", "atrophy01", "mean"]
 
 
-def test_figure_shapes_put_atrophies_first_and_cap_the_count():
+def test_figure_shapes_put_atrophies_and_their_twin_first_and_cap_the_count():
     specs = {f"sample{i:04d}": {"kind": "sample"} for i in range(1, 13)}
     specs.update({"interp01to02w050": {"kind": "interpolation"}, "atrophy01": {"kind": "atrophy"},
-                  "atrophy02": {"kind": "atrophy"}})
+                  "atrophy02": {"kind": "atrophy"}, "mean": {"kind": "mean"}})
     shapes = planning.figure_shapes(specs)
     assert len(shapes) == planning.MAX_FIGURE_SHAPES == 12
-    assert shapes[:4] == ["atrophy01", "atrophy02", "sample0001", "sample0002"]
+    assert shapes[:5] == ["atrophy01", "atrophy02", "mean", "sample0001", "sample0002"]
     assert planning.figure_shapes(specs, limit=2) == ["atrophy01", "atrophy02"]
 
 
@@ -114,10 +119,10 @@ def test_generator_files_per_model_with_and_without_validation():
     assert bridge == {
         "images": ["results/preproc/sub-01/anat/sub-01_desc-preproc_T1w.nii.gz",
                    "results/preproc/sub-04/anat/sub-04_run-2_desc-preproc_T1w.nii.gz"],
-        "pialsdf": ["results/surfaces/sub-01/anat/sub-01_desc-pialsdf.nii.gz",
-                    "results/surfaces/sub-04/anat/sub-04_run-2_desc-pialsdf.nii.gz"],
+        "pialsdf": ["results/surfaces/sub-01/anat/sub-01_desc-pial_sdf.nii.gz",
+                    "results/surfaces/sub-04/anat/sub-04_run-2_desc-pial_sdf.nii.gz"],
         "val_images": ["results/preproc/sub-03/anat/sub-03_desc-preproc_T1w.nii.gz"],
-        "val_pialsdf": ["results/surfaces/sub-03/anat/sub-03_desc-pialsdf.nii.gz"],
+        "val_pialsdf": ["results/surfaces/sub-03/anat/sub-03_desc-pial_sdf.nii.gz"],
     }
     assert planning.generator_files("ddpm", train, [], ["pialsdf"], patterns) == {"images": bridge["images"]}
     assert planning.generator_files("deform", train, validation, ["pialsdf"], patterns) == {
@@ -125,11 +130,31 @@ def test_generator_files_per_model_with_and_without_validation():
         "val_fields": ["results/deform/sub-03/anat/sub-03_xfm.nii.gz"]}
 
 
-def demo_conditions(max_held_out=200):
+def demo_conditions(max_held_out=200, atrophy_held_out=1):
+    """The bridge's conditions as the workflow plans them: the shape model's new cortices and its
+    atrophy applied to ``atrophy_held_out`` of the held-out scans the bridge samples."""
     specs = planning.shape_specs(SHAPE_SETTINGS, SPLIT)
     settings = {"conditions": ["pialsdf", "whitesdf"], "sampling": {"max_held_out": max_held_out}}
     held_out = [SCANS[1], SCANS[3]]  # sub-02_ses-A and sub-03 held out
-    return planning.bridge_conditions(held_out, specs, settings, 0, IMAGE, CONDITION_PATTERNS)
+    thinned = planning.held_out_atrophy(planning.bridge_held_out(held_out, settings, 0), specs, atrophy_held_out, 0)
+    return planning.bridge_conditions(held_out, {**specs, **thinned}, settings, 0, IMAGE, CONDITION_PATTERNS)
+
+
+def test_held_out_atrophy_applies_every_atrophy_to_a_seeded_subset_of_the_held_out_scans():
+    specs = planning.shape_specs({**SHAPE_SETTINGS, "atrophy": [ATROPHY, {**ATROPHY, "fraction": 0.1}]}, SPLIT)
+    held_out = [SCANS[1], SCANS[3]]
+    # default_rng(0) keeps the second of two.
+    thinned = planning.held_out_atrophy(held_out, specs, 1, 0)
+    assert thinned == {
+        "sub03atrophy01": {"kind": "held_out_atrophy", "scan": "sub-03", "atrophy": "atrophy01", **ATROPHY},
+        "sub03atrophy02": {"kind": "held_out_atrophy", "scan": "sub-03", "atrophy": "atrophy02",
+                           **{**ATROPHY, "fraction": 0.1}},
+    }
+    assert list(planning.held_out_atrophy(held_out, specs, None, 0)) == [
+        "sub02sesAatrophy01", "sub02sesAatrophy02", "sub03atrophy01", "sub03atrophy02"]
+    assert planning.held_out_atrophy(held_out, specs, 0, 0) == {}
+    assert planning.held_out_atrophy(held_out, planning.shape_specs({**SHAPE_SETTINGS, "atrophy": []}, SPLIT),
+                                     None, 0) == {}
 
 
 def test_bridge_conditions_held_out_scans_then_every_new_cortex():
@@ -137,23 +162,49 @@ def test_bridge_conditions_held_out_scans_then_every_new_cortex():
     assert [(item["id"], item["label"], item["kind"]) for item in items] == [
         ("sub-02_ses-A", "sub02sesA", "held_out"), ("sub-03", "sub03", "held_out"),
         ("sample0001", "sample0001", "sample"), ("sample0002", "sample0002", "sample"),
-        ("interp01to02w050", "interp01to02w050", "interpolation"), ("atrophy01", "atrophy01", "atrophy")]
+        ("interp01to02w050", "interp01to02w050", "interpolation"), ("atrophy01", "atrophy01", "atrophy"),
+        ("mean", "mean", "mean"), ("sub03atrophy01", "sub03atrophy01", "held_out_atrophy")]
     assert items[0] == {
         "id": "sub-02_ses-A", "label": "sub02sesA", "kind": "held_out",
         "real": "results/preproc/sub-02/ses-A/anat/sub-02_ses-A_desc-preproc_T1w.nii.gz",
-        "pialsdf": "results/surfaces/sub-02/ses-A/anat/sub-02_ses-A_desc-pialsdf.nii.gz",
-        "whitesdf": "results/surfaces/sub-02/ses-A/anat/sub-02_ses-A_desc-whitesdf.nii.gz",
+        "noise": "sub02sesA", "twin": "",
+        "pialsdf": "results/surfaces/sub-02/ses-A/anat/sub-02_ses-A_desc-pial_sdf.nii.gz",
+        "whitesdf": "results/surfaces/sub-02/ses-A/anat/sub-02_ses-A_desc-white_sdf.nii.gz",
     }
     assert items[5] == {"id": "atrophy01", "label": "atrophy01", "kind": "atrophy", "real": "",
-                        "pialsdf": "results/shapes/atrophy01/atrophy01_desc-pialsdf.nii.gz",
-                        "whitesdf": "results/shapes/atrophy01/atrophy01_desc-whitesdf.nii.gz"}
+                        "noise": "mean", "twin": "mean",
+                        "pialsdf": "results/shapes/atrophy01/atrophy01_desc-pial_sdf.nii.gz",
+                        "whitesdf": "results/shapes/atrophy01/atrophy01_desc-white_sdf.nii.gz"}
+    # A held-out subject's thinned cortex is a new cortex: its volumes follow the shapes' patterns.
+    assert items[7] == {"id": "sub03atrophy01", "label": "sub03atrophy01", "kind": "held_out_atrophy", "real": "",
+                        "noise": "sub03", "twin": "sub03",
+                        "pialsdf": "results/shapes/sub03atrophy01/sub03atrophy01_desc-pial_sdf.nii.gz",
+                        "whitesdf": "results/shapes/sub03atrophy01/sub03atrophy01_desc-white_sdf.nii.gz"}
     assert "ribbon" not in items[0]  # only the configured roles
+
+
+def test_atrophy_twins_share_their_noise_key_and_every_other_item_has_its_own():
+    items = demo_conditions()
+    noise = {item["label"]: item["noise"] for item in items}
+    # Each atrophied cortex shares its twin's key: the mean shape's, the held-out scan's.
+    assert noise["atrophy01"] == noise["mean"] == "mean"
+    assert noise["sub03atrophy01"] == noise["sub03"] == "sub03"
+    others = [key for label, key in noise.items() if label not in ("atrophy01", "sub03atrophy01")]
+    assert len(set(others)) == len(others) == 6
+    pairs = planning.twin_pairs(items)
+    assert [(item["label"], twin["label"]) for item, twin in pairs] == [("atrophy01", "mean"),
+                                                                          ("sub03atrophy01", "sub03")]
+    assert pairs[1][1] is items[1]
+    # Keys are labels, not positions: the same with the held-out scans capped (other positions).
+    assert {item["label"]: item["noise"] for item in demo_conditions(max_held_out=1)} == {
+        label: key for label, key in noise.items() if label != "sub02sesA"}
 
 
 def test_bridge_conditions_cap_the_held_out_scans_with_the_seed():
     items = demo_conditions(max_held_out=1)
     # default_rng(0) keeps the second of two.
-    assert [item["id"] for item in items] == ["sub-03", "sample0001", "sample0002", "interp01to02w050", "atrophy01"]
+    assert [item["id"] for item in items] == ["sub-03", "sample0001", "sample0002", "interp01to02w050", "atrophy01",
+                                              "mean", "sub03atrophy01"]
     assert [item["id"] for item in demo_conditions(max_held_out=None)][:2] == ["sub-02_ses-A", "sub-03"]
 
 
@@ -161,9 +212,9 @@ def test_condition_path_of_a_role_the_bridge_does_not_use():
     held_out, atrophy = demo_conditions()[1], demo_conditions()[5]
     by_prefix = {s.prefix: s for s in SCANS}
     assert planning.condition_path(held_out, "ribbon", CONDITION_PATTERNS, by_prefix) == (
-        "results/surfaces/sub-03/anat/sub-03_desc-ribbon.nii.gz")
+        "results/surfaces/sub-03/anat/sub-03_desc-ribbon_mask.nii.gz")
     assert planning.condition_path(atrophy, "ribbon", CONDITION_PATTERNS, by_prefix) == (
-        "results/shapes/atrophy01/atrophy01_desc-ribbon.nii.gz")
+        "results/shapes/atrophy01/atrophy01_desc-ribbon_mask.nii.gz")
 
 
 def test_cycle_items_of_the_configured_kinds_capped_with_the_seed():

@@ -5,8 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from cortexgen.shape.generate import distance_to_region
 from cortexgen.shape.model import fit_shape_model, project
-from cortexgen.shape.synthesis import shape_coefficients, shape_qc, synthesize_hemisphere
+from cortexgen.shape.synthesis import (
+    atrophy_retained,
+    shape_coefficients,
+    shape_qc,
+    synthesize_hemisphere,
+    thin_hemisphere,
+)
+from cortexgen.surfaces.extract import HemisphereSurfaces
 from cortexgen.surfaces.mesh import icosphere
 
 RADIUS = 40.0
@@ -83,3 +91,49 @@ def test_surfaces_are_valid_and_straddle_the_midthickness(family):
     # Area of the midthickness sphere, within the icosphere's faceting error.
     mid_radius = np.linalg.norm(shape.midthickness.vertices, axis=1).mean()
     assert row.area_mm2 == pytest.approx(4 * np.pi * mid_radius**2, rel=0.02)
+
+
+def test_mean_shape_is_the_unthinned_twin_of_an_atrophy(family):
+    model, _, _ = family
+    atrophy = {"region": {"type": "box", "low_mm": [-100, -100, 20], "high_mm": [100, 100, 100]}, "fraction": 0.3}
+    z = shape_coefficients(model, {"kind": "mean"})
+    assert np.array_equal(z, shape_coefficients(model, {"kind": "atrophy", **atrophy}))
+    twin = synthesize_hemisphere(model, z, flow=None)
+    thinned = synthesize_hemisphere(model, z, atrophy, flow=None)
+    outside = model.mean_mid_vertices[:, 2] < 20
+    assert np.array_equal(twin.white.vertices[outside], thinned.white.vertices[outside])
+
+
+def test_held_out_atrophy_thins_only_inside_the_region():
+    """A subject's own surfaces (a sphere 40 mm out, 2.5 mm thick, thinner on one side) thinned
+    by 30 % in the cap z ≥ 20 mm, with a 5 mm taper: thickness × 0.7 inside, × 1 beyond the
+    taper with every vertex where it was, the midthickness unchanged."""
+    sphere = icosphere(4, radius=RADIUS)
+    unit = sphere.vertices / RADIUS
+    thickness = 2.5 - 0.5 * unit[:, 0]
+    white = sphere.with_vertices(sphere.vertices - 0.5 * thickness[:, None] * unit)
+    pial = sphere.with_vertices(sphere.vertices + 0.5 * thickness[:, None] * unit)
+    cortex = unit[:, 1] > -0.9  # a medial wall around the -y pole
+    own = HemisphereSurfaces.from_white_pial(white, pial, cortex)
+    atrophy = {"region": {"type": "box", "low_mm": [-100, -100, 20], "high_mm": [100, 100, 100]}, "fraction": 0.3,
+               "taper_mm": 5.0}
+    thinned = thin_hemisphere(own, "L", atrophy)
+    ratio = thinned.thickness / own.thickness
+    inside = (own.midthickness.vertices[:, 2] >= 20) & cortex
+    distance = distance_to_region(own.midthickness, inside)
+    away = distance > 5.0
+    assert inside.sum() > 100 and away.sum() > 1000
+    assert np.allclose(ratio[inside], 0.7, atol=1e-9)
+    assert np.array_equal(ratio[away], np.ones(away.sum()))
+    assert np.array_equal(thinned.white.vertices[away], own.white.vertices[away])
+    assert np.array_equal(thinned.pial.vertices[away], own.pial.vertices[away])
+    # The taper: between the two, falling linearly with the distance to the region.
+    taper = ~inside & ~away
+    assert np.allclose(ratio[taper], 1 - 0.3 * (1 - distance[taper] / 5.0), atol=1e-9)
+    assert np.allclose(thinned.midthickness.vertices, own.midthickness.vertices, atol=1e-12)
+    assert np.allclose(atrophy_retained(own.midthickness, "L", atrophy, cortex), ratio, atol=1e-9)
+    # No thinning (another hemisphere's disk): the subject's own surfaces, bit for bit.
+    elsewhere = thin_hemisphere(own, "L", {"region": {"type": "disk", "hemi": "R", "centre_vertex": 0,
+                                                      "radius_mm": 30.0}, "fraction": 0.3, "taper_mm": 5.0})
+    assert np.array_equal(elsewhere.white.vertices, own.white.vertices)
+    assert np.array_equal(elsewhere.pial.vertices, own.pial.vertices)

@@ -74,9 +74,10 @@ def build_diffusion_inputs(root: Path) -> tuple[Path, dict, nib.Nifti1Image]:
                  anat / f"sub-{label}_space-MNIColin27_res-{RES}_desc-preproc_T1w.nii.gz")
         nib.save(nib.Nifti1Image((image > 0).astype(np.uint8), brain.affine),
                  anat / f"sub-{label}_space-MNIColin27_res-{RES}_desc-brain_mask.nii.gz")
-        sdfs = {"pialsdf": signed_distance(image > 0.05, spacing), "whitesdf": signed_distance(image > 0.7, spacing)}
-        for role, sdf in sdfs.items():
-            nib.save(nib.Nifti1Image(sdf, brain.affine), surf / f"sub-{label}_space-MNIColin27_res-{RES}_desc-{role}.nii.gz")
+        sdfs = {"pial": signed_distance(image > 0.05, spacing), "white": signed_distance(image > 0.7, spacing)}
+        for surface, sdf in sdfs.items():
+            nib.save(nib.Nifti1Image(sdf, brain.affine),
+                     surf / f"sub-{label}_space-MNIColin27_res-{RES}_desc-{surface}_sdf.nii.gz")
     # The held-out subject's conditioning surfaces: the template's meshes (fsaverage5).
     from cortexgen.surfaces.mesh import save_shape, save_surface
     from cortexgen.surfaces.template import load_fsaverage

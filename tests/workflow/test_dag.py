@@ -13,15 +13,16 @@ from tests.conftest import DEMO_BIDS, DS000022, REPO, demo_config, discovery_bid
 
 PREPROC_RULES = ["preprocess", "qc_preproc"]
 SURFACE_RULES = ["segment", "surfaces", "surface_sdf", "qc_surfaces"]
-# The demo config: 2 samples, 1 interpolation, 1 atrophy; one model (and quality) per hemisphere.
-SHAPE_JOBS = {"fit_shape_model": 2, "shape_model_quality": 2, "make_shape": 4, "qc_shapes": 1}
+# The demo config: 2 samples, 1 interpolation, 1 atrophy and its twin, the mean shape; one model
+# (and quality) per hemisphere; the atrophy applied to the held-out subject's own cortex.
+SHAPE_JOBS = {"fit_shape_model": 2, "shape_model_quality": 2, "make_shape": 5, "qc_shapes": 1, "thin_held_out": 1}
 # Four generators, each trained once (train_generator over {model}) and sampled once (a rule
 # each); a field per training subject (2 of 3).
 DIFFUSION_JOBS = {"deform_template": 1, "deformation_field": 2, "train_generator": 4, "sample_bridge": 1,
                   "sample_ddpm": 1, "sample_deform": 1, "sample_sdm": 1}
 # Cycle consistency on the held-out subject's and the atrophy's bridge samples and on the held-out
-# subject's real image; one evaluation.
-EVALUATION_JOBS = {"cycle_consistency": 3, "evaluate": 1}
+# subject's real image; one evaluation; the atrophy twins' differences.
+EVALUATION_JOBS = {"cycle_consistency": 3, "evaluate": 1, "atrophy_effect": 1}
 
 
 def job_blocks(stdout: str) -> list[str]:
@@ -57,14 +58,24 @@ def test_full_dag_dry_run_schedules_every_step_per_subject(tmp_path):
     for model in ("bridge", "ddpm", "deform", "sdm"):
         assert f"results/models/{model}/model.pt" in result.stdout
     assert "results/samples/ddpm/sample-0004_T1w.nii.gz" in result.stdout
-    # The bridge samples from the held-out subject's SDFs and from every new cortex.
-    for condition in ("sub03", "sample0001", "sample0002", "interp01to02w050", "atrophy01"):
+    # The bridge samples from the held-out subject's SDFs and from every new cortex: the mean
+    # shape (the atrophy's twin) and the held-out subject's own cortex thinned (its twin: sub03).
+    for condition in ("sub03", "sample0001", "sample0002", "interp01to02w050", "atrophy01", "mean",
+                      "sub03atrophy01"):
         assert f"results/samples/bridge/cond-{condition}_T1w.nii.gz" in result.stdout
-    for shape in ("sample0001", "sample0002", "atrophy01"):
-        assert f"results/shapes/{shape}/{shape}_space-MNIColin27_res-84x128x84_desc-pialsdf.nii.gz" in result.stdout
+    for shape in ("sample0001", "sample0002", "atrophy01", "mean", "sub03atrophy01"):
+        assert f"results/shapes/{shape}/{shape}_space-MNIColin27_res-84x128x84_desc-pial_sdf.nii.gz" in result.stdout
+    (block,) = [block for block in job_blocks(result.stdout) if "rule thin_held_out:" in block]
+    assert "results/surfaces/sub-03/anat/sub-03_hemi-R_pial.surf.gii" in block
+    assert "results/preproc/sub-03/anat/sub-03_space-MNIColin27_res-84x128x84_desc-preproc_T1w.nii.gz" in block
+    (block,) = [block for block in job_blocks(result.stdout) if "rule atrophy_effect:" in block]
+    for path in ("results/samples/bridge/cond-sub03atrophy01_T1w.nii.gz", "results/samples/bridge/cond-mean_T1w.nii.gz",
+                 "results/surfaces/sub-03/anat/sub-03_space-MNIColin27_res-84x128x84_desc-ribbon_mask.nii.gz",
+                 "results/shapes/mean/mean_hemi-L_white.surf.gii", "results/evaluation/atrophy.tsv"):
+        assert path in block
     assert "results/shape_model/hemi-L_ssm.npz" in result.stdout
     assert "results/surfaces/sub-01/anat/sub-01_hemi-L_white.surf.gii" in result.stdout
-    assert "results/surfaces/sub-01/anat/sub-01_space-MNIColin27_res-84x128x84_desc-pialsdf.nii.gz" in result.stdout
+    assert "results/surfaces/sub-01/anat/sub-01_space-MNIColin27_res-84x128x84_desc-pial_sdf.nii.gz" in result.stdout
     assert "results/preproc/sub-01/anat/sub-01_space-MNIColin27_res-84x128x84_desc-preproc_T1w.nii.gz" in result.stdout
     assert "results/preproc/sub-01/anat/sub-01_from-T1w_to-MNIColin27_mode-image_xfm.mat" in result.stdout
 
@@ -93,8 +104,9 @@ def test_until_evaluate_schedules_only_what_evaluation_needs(tmp_path):
     full = run_snakemake(tmp_path, demo_config(), "--dry-run")
     skipped = {rule: count for rule, count in job_counts(full.stdout).items() if counts.get(rule) != count}
     assert skipped == {"qc_preproc": 3, "qc_surfaces": 3, "qc_shapes": 1, "shape_model_quality": 2,
-                       "dataset_description": 1, "all": 1, "total": job_counts(full.stdout)["total"]}
-    assert counts["total"] == job_counts(full.stdout)["total"] - 11
+                       "atrophy_effect": 1, "dataset_description": 1, "all": 1,
+                       "total": job_counts(full.stdout)["total"]}
+    assert counts["total"] == job_counts(full.stdout)["total"] - 12
     # The cycle runs on the held-out subject's and the atrophy's samples, against their surfaces.
     (block,) = [block for block in job_blocks(result.stdout)
                 if "rule cycle_consistency:" in block and "label=sub03" in block and "source=bridge" in block]
@@ -178,8 +190,8 @@ def test_generators_train_on_the_training_split_only(tmp_path):
     for block in blocks.values():
         inputs = next(line for line in block.splitlines() if line.strip().startswith("input:"))
         assert "sub-01_" in inputs and "sub-03_" in inputs and "sub-02" not in inputs
-    assert "desc-pialsdf" in blocks["bridge"] and "desc-whitesdf" in blocks["bridge"]
-    assert "desc-pialsdf" not in blocks["ddpm"] and "desc-preproc_T1w" in blocks["ddpm"]
+    assert "desc-pial_sdf" in blocks["bridge"] and "desc-white_sdf" in blocks["bridge"]
+    assert "desc-pial_sdf" not in blocks["ddpm"] and "desc-preproc_T1w" in blocks["ddpm"]
     for model in ("deform", "sdm"):
         assert "desc-displacement_xfm" in blocks[model] and "desc-preproc_T1w" not in blocks[model]
 
@@ -298,20 +310,19 @@ def test_unusable_subjects_are_skipped_and_listed_and_entities_name_every_output
     assert "sub-04" not in result.stdout
 
 
-# Outputs whose names are not yet BIDS (no suffix): rules/surfaces.smk, being reworked on another
-# branch; renaming them means changing that file and every rule and test that reads them.
-NOT_YET_BIDS = re.compile(r"_desc-(pial|white)sdf\.nii\.gz$|_desc-ribbon\.nii\.gz$")
-
-
-def test_derivative_names_are_bids_and_the_dataset_is_described(tmp_path):
+def test_derivative_names_are_bids_and_each_dataset_is_described(tmp_path):
     from cortexgen.derivatives import is_bids_name
 
     result = run_snakemake(tmp_path, demo_config(), "--dry-run", "--until", "surface_sdf", "dataset_description")
     assert result.returncode == 0, result.stderr
-    assert "results/dataset_description.json" in result.stdout
-    paths = set(re.findall(r"results/(?:preproc|surfaces)/[^\s,;]+", result.stdout))
+    # Each stage folder that holds subjects is a dataset of its own; results/ is none.
+    for stage in ("preproc", "surfaces", "deform"):
+        assert f"results/{stage}/dataset_description.json" in result.stdout, stage
+        assert f"results/{stage}/.bidsignore" in result.stdout, stage
+    assert not re.search(r"results/(dataset_description\.json|\.bidsignore)", result.stdout)
+    paths = set(re.findall(r"results/(?:preproc|surfaces)/(?:sub|tpl)-[^\s,;]+", result.stdout))
     assert len(paths) > 30
-    bad = sorted(path for path in paths if not is_bids_name(path.rsplit("/", 1)[1]) and not NOT_YET_BIDS.search(path))
+    bad = sorted(path for path in paths if not is_bids_name(path.rsplit("/", 1)[1]))
     assert bad == []
     assert any(path.endswith("_res-84x128x84_desc-preproc_T1w.json") for path in paths)
 

@@ -26,11 +26,13 @@ from tests.workflow.conftest import GRID, RES
 def test_every_generator_trains_and_writes_a_loadable_model(diffusion_run):
     work, result = diffusion_run.work, diffusion_run.result
     assert result.returncode == 0, result.stderr[-4000:]
-    # The shipped bridge is Haar-packed: 8 channels for each of x_t and its two SDFs.
-    for model, channels in (("bridge", 24), ("ddpm", 1), ("deform", 3)):
+    # The shipped bridge is Haar-packed: 8 channels for each of x_t, its surface prior y and two SDFs.
+    for model, channels in (("bridge", 32), ("ddpm", 1), ("deform", 3)):
         folder = work / "results" / "models" / model
         trained = load_model(folder / "model.pt")
         assert trained.generator.name == model and trained.grid == (16, 24, 16)
+        if model == "bridge":
+            assert trained.generator.prior.residual.shape == (16, 24, 16)
         first_conv = next(p for n, p in trained.network.named_parameters() if n.endswith("weight") and p.dim() == 5)
         assert first_conv.shape[1] == channels
         with open(folder / "train_log.tsv") as handle:
@@ -84,7 +86,7 @@ def test_samples_are_images_on_the_model_grid(diffusion_run):
         assert data.min() >= 0.0 and data.max() <= 1.0 and np.isfinite(data).all()
     from cortexgen.diffusion.fields import field_array, warp_image
 
-    template = nib.load(work / "results" / "deform" / "template" / f"tpl-MNIColin27_res-{RES}_desc-brain_T1w.nii.gz")
+    template = nib.load(work / "results" / "deform" / "tpl-MNIColin27" / f"tpl-MNIColin27_res-{RES}_desc-brain_T1w.nii.gz")
     for model in ("deform", "sdm"):
         field = nib.load(samples / model / "sample-0001_from-MNIColin27_desc-displacement_xfm.nii.gz")
         assert field.shape == GRID + (3,)
@@ -108,7 +110,7 @@ def test_deformation_fields_warp_the_template_towards_each_subject(diffusion_run
 
     work, result = diffusion_run.work, diffusion_run.result
     assert result.returncode == 0, result.stderr[-4000:]
-    template = nib.load(work / "results" / "deform" / "template" / f"tpl-MNIColin27_res-{RES}_desc-brain_T1w.nii.gz")
+    template = nib.load(work / "results" / "deform" / "tpl-MNIColin27" / f"tpl-MNIColin27_res-{RES}_desc-brain_T1w.nii.gz")
     # Training subjects only (sub-03 is held out).
     fields = sorted((work / "results" / "deform").glob("sub-*/anat/*_desc-displacement_xfm.nii.gz"))
     assert [path.name[:6] for path in fields] == ["sub-01", "sub-02"]

@@ -75,15 +75,17 @@ def test_new_shapes_are_valid_surfaces_and_sdfs(shape_run):
     assert result.returncode == 0, result.stderr[-3000:]
     with open(work / "results" / "shape_model" / "shapes_qc.tsv") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t"))
-    # 2 samples, 1 interpolation (sub-01 to sub-02, the first two training subjects), 1 atrophy; 2 hemispheres.
-    assert sorted({row["shape"] for row in rows}) == ["atrophy01", "interp01to02w050", "sample0001", "sample0002"]
-    assert len(rows) == 8
+    # 2 samples, 1 interpolation (sub-01 to sub-02, the first two training subjects), 1 atrophy and
+    # its unthinned twin, the mean shape; 2 hemispheres.
+    assert sorted({row["shape"] for row in rows}) == ["atrophy01", "interp01to02w050", "mean", "sample0001",
+                                                      "sample0002"]
+    assert len(rows) == 10
     for row in rows:
         assert int(row["euler_characteristic_white"]) == int(row["euler_characteristic_pial"]) == 2
         assert int(row["self_intersections_white"]) == int(row["self_intersections_pial"]) == 0
         assert 1.5 < float(row["thickness_mean_mm"]) < 3.5
     shape = work / "results" / "shapes" / "sample0001" / "sample0001"
-    pial_sdf = nib.load(f"{shape}_space-MNIColin27_res-84x128x84_desc-pialsdf.nii.gz")
+    pial_sdf = nib.load(f"{shape}_space-MNIColin27_res-84x128x84_desc-pial_sdf.nii.gz")
     assert pial_sdf.shape == (84, 128, 84)
     pial = load_surface(f"{shape}_hemi-L_pial.surf.gii")
     assert np.median(np.abs(sample_volume(pial_sdf.get_fdata(), pial_sdf.affine, pial.vertices))) < 0.85
@@ -106,3 +108,7 @@ def test_atrophy_thins_the_occipital_cortex_by_the_fraction(shape_run):
     assert np.median(ratio_inside) == pytest.approx(0.7, abs=0.01)
     assert np.median(ratio_outside) == pytest.approx(1.0, abs=0.02)
     assert np.mean(np.abs(ratio_inside - 0.7) < 0.05) > 0.85
+    # Against its twin, the mean shape made the same way: the thinning is the only difference.
+    twin = load_shape(work / "results" / "shapes" / "mean" / "mean_hemi-L_thickness.shape.gii")
+    assert np.median(thickness[inside] / twin[inside]) == pytest.approx(0.7, abs=0.01)
+    assert np.median(thickness[outside] / twin[outside]) == pytest.approx(1.0, abs=0.005)

@@ -45,8 +45,8 @@ def test_sharded_dag_has_one_job_per_shard_and_no_per_subject_jobs(tmp_path):
         f"results/shards/shard-000{k}.tsv" for k in (1, 2, 3)]
     # The templates are made once, before the shards (their own runs would race to make them).
     for block in shard_jobs:
-        assert "results/surfaces/template/tpl-fsaverage_desc-tissue_label.nii.gz" in block
-        assert "results/deform/template/" in block
+        assert "results/surfaces/tpl-fsaverage/tpl-fsaverage_desc-tissue_dseg.nii.gz" in block
+        assert "results/deform/tpl-MNIColin27/" in block
 
 
 def test_cycle_items_wait_only_for_their_own_shard(tmp_path):
@@ -60,6 +60,19 @@ def test_cycle_items_wait_only_for_their_own_shard(tmp_path):
     assert len(real) == 1
     assert re.search(r"input: (.*)", real[0]).group(1).split(", ")[0] == "results/shards/shard-0002.tsv"
     assert "shard-0001" not in real[0] and "shard-0003" not in real[0]
+
+
+def test_held_out_atrophy_waits_only_for_its_subjects_shard(tmp_path):
+    bids = discovery_bids(tmp_path / "bids", LABELS)
+    config = sharded_config(bids, 2)
+    config["split"]["held_out"] = ["03"]
+    result = run_snakemake(tmp_path / "work", config, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    for rule in ("thin_held_out", "atrophy_effect"):
+        (block,) = [block for block in job_blocks(result.stdout) if f"rule {rule}:" in block]
+        inputs = re.search(r"input: (.*)", block).group(1).split(", ")
+        assert [path for path in inputs if path.startswith("results/shards/")] == ["results/shards/shard-0002.tsv"]
+        assert "results/surfaces/sub-03/" not in block  # its files are the shard's, read through params
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +89,7 @@ def shard_run(tmp_path_factory):
     done_labels = ("01", "02", "04")
     # Everything the others need from the per-subject steps, and the two templates.
     done = [f"results/qc/sub-{label}_{kind}.png" for label in done_labels for kind in ("preproc", "surfaces")]
-    done += [f"results/surfaces/sub-{label}/anat/sub-{label}_space-MNIColin27_res-84x128x84_desc-pialsdf.nii.gz"
+    done += [f"results/surfaces/sub-{label}/anat/sub-{label}_space-MNIColin27_res-84x128x84_desc-pial_sdf.nii.gz"
              for label in done_labels]
     done += [f"results/deform/sub-{label}/anat/sub-{label}_from-MNIColin27_to-T1w_res-84x128x84_desc-displacement_xfm.nii.gz"
              for label in ("01", "04")]
@@ -155,7 +168,7 @@ def test_a_shard_where_every_subject_fails_fails(tmp_path):
         (bids / f"sub-{label}" / "anat" / f"sub-{label}_T1w.nii.gz").write_bytes(b"broken")
     work = tmp_path / "work"
     config = demo_config(bids_dir=str(bids))
-    for path in ("results/surfaces/template", "results/deform/template"):
+    for path in ("results/surfaces/tpl-fsaverage", "results/deform/tpl-MNIColin27"):
         (work / path).mkdir(parents=True)
     planned = run_snakemake(work, config, "--dry-run", "surface_template", "deform_template")
     for line in planned.stdout.splitlines():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 
 import nibabel as nib
@@ -11,6 +12,7 @@ import pytest
 
 from cortexgen.surfaces.mesh import euler_characteristic, load_shape, load_surface
 from cortexgen.surfaces.sdf import sample_volume
+from tests.bids_validator import UNAVAILABLE, derivative_datasets, issue_codes, issues, resolve_bids_uri, run_validator
 from tests.conftest import DEMO_BIDS, demo_config, run_snakemake
 
 pytestmark = pytest.mark.slow
@@ -27,7 +29,9 @@ def surface_run(tmp_path_factory):
     # fsaverage5 density (10242 vertices per hemisphere) keeps CI fast; the fit is the default one.
     config["surfaces"]["template_subdivisions"] = 0
     work = root / "work"
-    result = run_snakemake(work, config, "--cores", "2", "--until", "surface_sdf", "qc_surfaces")
+    # deformation_field too (a few seconds): the deform dataset, for the BIDS validator.
+    result = run_snakemake(work, config, "--cores", "2", "--until", "surface_sdf", "qc_surfaces", "dataset_description",
+                           "deformation_field")
     return work, result
 
 
@@ -46,7 +50,7 @@ def test_surfaces_sdf_and_qc_are_written(surface_run):
         assert 2.0 < thickness[cortex].mean() < 3.2
         # Left hemisphere on the left (x < 0) of the MNI space, and vice versa.
         assert np.sign(white.vertices[:, 0].mean()) == (-1 if hemi == "L" else 1)
-    pial_sdf = nib.load(anat / f"{SUB}_space-MNIColin27_res-84x128x84_desc-pialsdf.nii.gz")
+    pial_sdf = nib.load(anat / f"{SUB}_space-MNIColin27_res-84x128x84_desc-pial_sdf.nii.gz")
     assert pial_sdf.shape == (84, 128, 84)
     # The SDF's zero level is the mesh: its vertices read ~0 (half the smallest voxel edge).
     values = sample_volume(pial_sdf.get_fdata(), pial_sdf.affine, pial.vertices)
@@ -99,3 +103,40 @@ def test_surface_qc_table(surface_run):
         assert int(row["hindbrain_vertices"]) == 0
         assert row["flags"] == "ok", row["flags"]
     assert (work / "results" / "qc" / f"{SUB}_surfaces.png").stat().st_size > 20_000
+
+
+@pytest.mark.skipif(UNAVAILABLE is not None, reason=UNAVAILABLE or "")
+def test_the_bids_validator_accepts_each_dataset_of_the_run(surface_run):
+    """Real files: NIfTI headers and sidecars too (the names of every output: test_bids_validator.py).
+    Each stage folder that holds subjects is validated as it is, a dataset of its own."""
+    work, result = surface_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = work / "results"
+    assert [folder.name for folder in derivative_datasets(results)] == ["deform", "preproc", "surfaces"]
+    for name, subjects in (("preproc", ["01"]), ("surfaces", ["01"]), ("deform", [])):
+        report = run_validator(results / name)
+        assert issues(report) == [], name
+        # deform's subject holds only its transform (_xfm: .bidsignore).
+        assert report["summary"]["subjects"] == subjects, name
+        # What remains: no README or Authors (the user's to write), keys BIDS recommends (Description,
+        # Sources, SpatialReference, Type) on the images without a sidecar of their own, and no spatial
+        # unit in the headers of the native-space images and the segmentations (NIFTI_UNIT).
+        assert set(issue_codes(report)) <= {"README_FILE_MISSING", "TOO_FEW_AUTHORS", "SIDECAR_KEY_RECOMMENDED",
+                                            "NIFTI_UNIT"}, name
+
+    sidecar = json.loads((results / "surfaces" / SUB / "anat" /
+                          f"{SUB}_space-MNIColin27_res-84x128x84_desc-pial_sdf.json").read_text())
+    assert sidecar["Units"] == "mm" and sidecar["Resolution"].startswith("84x128x84 voxels")
+    assert sidecar["Sources"] == [f"bids::{SUB}/anat/{SUB}_hemi-{hemi}_pial.surf.gii" for hemi in "LR"] + [
+        f"bids:preproc:{SUB}/anat/{SUB}_space-MNIColin27_res-84x128x84_desc-preproc_T1w.nii.gz"]
+    # Every Sources entry of every sidecar names a file that is there, from the dataset it is in
+    # (bids:: that dataset, bids:preproc: and bids:raw: through its DatasetLinks).
+    cited = 0
+    for name in ("preproc", "surfaces", "deform"):
+        for path in sorted((results / name).glob("*/**/*.json")):
+            for uri in json.loads(path.read_text()).get("Sources", []):
+                assert resolve_bids_uri(uri, results / name).is_file(), (path, uri)
+                cited += 1
+    # preproc: 8 (the raw scan thrice, denoised, n4 + transform, head + mask); surfaces: 11 (the
+    # meshes and the grid of the SDFs and the ribbon).
+    assert cited == 19
