@@ -19,9 +19,11 @@ Conventions used throughout this module:
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,6 +121,84 @@ class FieldSettings:
     def from_config(cls, section: dict) -> FieldSettings:
         """Settings from a config section (lists become tuples)."""
         return cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in section.items()})
+
+
+@contextlib.contextmanager
+def _stdout_discarded() -> Iterator[None]:
+    """Standard output (file descriptor 1) goes nowhere inside the block: ANTs' template
+    building prints every warp's norm and its C++ code every transform it writes."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def study_template(
+    images: Sequence[nib.Nifti1Image],
+    initial: nib.Nifti1Image,
+    settings: FieldSettings,
+    iterations: int = 3,
+    percentiles: tuple[float, float] = (0.5, 99.5),
+    mask_threshold: float = 0.05,
+) -> nib.Nifti1Image:
+    """The training subjects' own average brain, on the model grid: the deform model's template.
+
+    ANTs' template building (``ants.build_template``): each iteration registers every image
+    to the current average (affine + SyN with the fields' settings), averages the warped
+    images and moves the average by minus the mean warp (a fifth of it per iteration), so the
+    template sits at the images' mean shape rather than at the start's. Starting from
+    ``initial`` (the space's template on the same grid) keeps it in that space.
+
+    Args:
+        images: model-ready images (X, Y, Z) in [0, 1], all on ``initial``'s grid.
+        initial: the starting average, e.g. :func:`template_image`.
+        settings: SyN iterations, step, smoothing and seed (as for :func:`register_to_template`).
+        iterations: template-building iterations.
+        percentiles, mask_threshold: the average is masked where it exceeds ``mask_threshold``
+            (largest component, holes filled: in-brain CSF is dark, the air exactly 0) and
+            scaled to [0, 1] inside by these percentiles, as subjects are.
+
+    Returns:
+        float32 (X, Y, Z) image in [0, 1], 0 outside the brain, with ``initial``'s affine.
+    """
+    import ants
+    from scipy import ndimage
+
+    from cortexgen.preprocess.normalize import normalize_intensity
+
+    if not images:
+        raise ValueError("study_template needs at least one image")
+    for image in images:
+        if image.shape[:3] != initial.shape[:3] or not np.allclose(image.affine, initial.affine, atol=_AFFINE_TOLERANCE_MM):
+            raise ValueError("study_template: every image must be on the initial template's grid")
+    with ants_seed(settings.random_seed), _stdout_discarded():
+        average = ants.build_template(
+            initial_template=nib_to_ants(initial),
+            image_list=[nib_to_ants(image) for image in images],
+            iterations=int(iterations),
+            type_of_transform="SyN",
+            aff_metric="meansquares",  # like SyN's: one intensity scale; Mattes' threaded sums do not rerun the same
+            syn_metric=settings.metric,
+            syn_sampling=int(settings.metric_parameter),
+            reg_iterations=tuple(int(n) for n in settings.iterations),
+            grad_step=float(settings.gradient_step),
+            flow_sigma=float(settings.flow_sigma),
+            total_sigma=float(settings.total_sigma),
+        ).numpy().astype(np.float32)
+    labels, count = ndimage.label(average > mask_threshold)
+    if count == 0:
+        raise ValueError(f"study_template: the average is below {mask_threshold} everywhere")
+    brain = ndimage.binary_fill_holes(labels == np.argmax(np.bincount(labels.ravel())[1:]) + 1)
+    scaled = normalize_intensity(nib.Nifti1Image(average, initial.affine), brain, percentiles)
+    out = nib.Nifti1Image(scaled.astype(np.float32), initial.affine)
+    out.header.set_xyzt_units("mm", "sec")
+    return out
 
 
 def register_to_template(
