@@ -54,6 +54,14 @@ def seeded_subset(items: Iterable, limit: int | None, seed: int) -> list:
     return [items[index] for index in keep]
 
 
+def template_scans(train: Sequence[Scan], settings: Mapping, seed: int) -> list[Scan]:
+    """The training scans a study template averages (config ``diffusion.deform.template``):
+    ``kind: study``, at most ``subjects`` of them drawn with ``seed``; none for ``kind: space``."""
+    if settings["kind"] != "study":
+        return []
+    return seeded_subset(train, settings["subjects"], seed)
+
+
 def shape_specs(settings: Mapping, split: SubjectSplit) -> dict[str, dict]:
     """Every new cortex config ``shape_model`` asks for: {shape id: spec}, in the order
     samples, interpolations, atrophies and, when there is an atrophy, the mean shape (their

@@ -16,16 +16,19 @@ wildcard_constraints:
 
 rule deform_template:
     input:
+        unpack(deform_template_inputs),
         template=config["preprocess"]["template"],
         mask=config["preprocess"]["template_brain_mask"],
     output:
-        image=f"{DEFORM}/tpl-{SPACE}/tpl-{SPACE}_res-{RES}_desc-brain_T1w.nii.gz",
+        image=f"{DEFORM}/tpl-{SPACE}/tpl-{SPACE}_res-{RES}_desc-{DEFORM_TEMPLATE_DESC}_T1w.nii.gz",
         # BIDS asks for a sidecar saying what a res- label means, and whether a _T1w is skull-stripped.
-        image_json=f"{DEFORM}/tpl-{SPACE}/tpl-{SPACE}_res-{RES}_desc-brain_T1w.json",
+        image_json=f"{DEFORM}/tpl-{SPACE}/tpl-{SPACE}_res-{RES}_desc-{DEFORM_TEMPLATE_DESC}_T1w.json",
     params:
         space=SPACE,
         shape=config["preprocess"]["shape"],
         percentiles=config["preprocess"]["normalize"]["percentiles"],
+        template=config["diffusion"]["deform"]["template"],
+        registration=config["diffusion"]["deform"]["registration"],
     log:
         "logs/deform_template/template.log",
     benchmark:

@@ -6,6 +6,18 @@
 from cortexgen.diffusion.registry import GENERATORS as GENERATOR_ENTRIES
 
 GENERATORS = list(GENERATOR_ENTRIES)
+#: The training subjects the deform model's study template averages (none: the space's template).
+#: Sharded runs warp the space's template: each shard computes its subjects' fields, so the
+#: template must exist before any shard starts, and one failed subject among those averaged
+#: would then stop every shard.
+DEFORM_TEMPLATE_SCANS = [] if SUBJECTS_PER_SHARD else planning.template_scans(
+    TRAIN_SCANS, config["diffusion"]["deform"]["template"], config["split"]["seed"])
+DEFORM_TEMPLATE_DESC = "study" if DEFORM_TEMPLATE_SCANS else "brain"
+
+
+def deform_template_inputs(wildcards):
+    """Input function of deform_template: the images its study template averages, if any."""
+    return {"images": planning.scans_paths(rules.preprocess.output.image, DEFORM_TEMPLATE_SCANS)}
 
 
 def condition_patterns():

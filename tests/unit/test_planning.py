@@ -60,6 +60,17 @@ def test_seeded_subset_is_reproducible_ordered_and_keeps_all_within_the_limit():
     assert planning.seeded_subset(items, 0, 0) == []
 
 
+def test_template_scans_draw_at_most_the_limit_of_the_training_scans():
+    train = [scan(f"{i:02d}") for i in range(1, 31)]
+    study = planning.template_scans(train, {"kind": "study", "subjects": 20, "iterations": 3}, seed=0)
+    assert len(study) == 20 and set(study) <= set(train) and study == sorted(study, key=train.index)
+    assert study == planning.template_scans(train, {"kind": "study", "subjects": 20}, seed=0)
+    assert study != planning.template_scans(train, {"kind": "study", "subjects": 20}, seed=1)
+    assert planning.template_scans(train, {"kind": "study", "subjects": None}, seed=0) == train
+    assert planning.template_scans(train[:3], {"kind": "study", "subjects": 20}, seed=0) == train[:3]
+    assert planning.template_scans(train, {"kind": "space", "subjects": 20}, seed=0) == []
+
+
 def test_shape_specs_of_the_shipped_config():
     specs = planning.shape_specs(SHAPE_SETTINGS, SPLIT)
     assert specs == {

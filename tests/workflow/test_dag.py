@@ -194,6 +194,20 @@ def test_generators_train_on_the_training_split_only(tmp_path):
     assert "desc-pial_sdf" not in blocks["ddpm"] and "desc-preproc_T1w" in blocks["ddpm"]
     for model in ("deform", "sdm"):
         assert "desc-displacement_xfm" in blocks[model] and "desc-preproc_T1w" not in blocks[model]
+    # The template they warp is the training subjects' average, not the held-out subject's.
+    (template,) = [block for block in job_blocks(result.stdout) if "rule deform_template:" in block]
+    inputs = next(line for line in template.splitlines() if line.strip().startswith("input:"))
+    assert "sub-01_" in inputs and "sub-03_" in inputs and "sub-02" not in inputs and "desc-study_T1w" in template
+
+
+def test_sharded_runs_warp_the_space_template(tmp_path):
+    config = demo_config()
+    config["sharding"] = {"subjects_per_shard": 2}
+    result = run_snakemake(tmp_path, config, "--dry-run", "deform_template")
+    assert result.returncode == 0, result.stderr
+    (template,) = [block for block in job_blocks(result.stdout) if "rule deform_template:" in block]
+    assert "desc-preproc_T1w" not in template and "desc-brain_T1w" in template
+    assert job_counts(result.stdout) == {"deform_template": 1, "total": 1}
 
 
 def test_sessions_and_participant_filter(tmp_path):

@@ -13,6 +13,7 @@ steps: the test checks the plumbing and the files, the unit tests check what the
 from __future__ import annotations
 
 import csv
+import json
 
 import nibabel as nib
 import numpy as np
@@ -86,7 +87,7 @@ def test_samples_are_images_on_the_model_grid(diffusion_run):
         assert data.min() >= 0.0 and data.max() <= 1.0 and np.isfinite(data).all()
     from cortexgen.diffusion.fields import field_array, warp_image
 
-    template = nib.load(work / "results" / "deform" / "tpl-MNIColin27" / f"tpl-MNIColin27_res-{RES}_desc-brain_T1w.nii.gz")
+    template = nib.load(work / "results" / "deform" / "tpl-MNIColin27" / f"tpl-MNIColin27_res-{RES}_desc-study_T1w.nii.gz")
     for model in ("deform", "sdm"):
         field = nib.load(samples / model / "sample-0001_from-MNIColin27_desc-displacement_xfm.nii.gz")
         assert field.shape == GRID + (3,)
@@ -105,12 +106,29 @@ def test_samples_are_images_on_the_model_grid(diffusion_run):
     assert np.abs(first - second).max() > 0.1
 
 
+def test_the_deform_template_is_the_training_subjects_average(diffusion_run):
+    work, result = diffusion_run.work, diffusion_run.result
+    assert result.returncode == 0, result.stderr[-4000:]
+    stem = work / "results" / "deform" / "tpl-MNIColin27" / f"tpl-MNIColin27_res-{RES}_desc-study_T1w"
+    sources = json.loads(stem.with_suffix(".json").read_text())["Sources"]
+    assert sources == [f"bids:preproc:sub-{label}/anat/sub-{label}_space-MNIColin27_res-{RES}_desc-preproc_T1w.nii.gz"
+                       for label in ("01", "02")]
+    template = nib.load(f"{stem}.nii.gz")
+    assert np.allclose(template.affine, diffusion_run.brain.affine)
+    data, colin = template.get_fdata(), diffusion_run.brain.get_fdata()
+    assert data.min() == 0.0 and data.max() == pytest.approx(1.0)
+    # Built, not copied: these "subjects" are Colin27 itself shifted by a voxel and darkened, so
+    # their average is near it (measured: 0.007 apart); tests/unit/test_fields.py checks what
+    # template building does to images that differ.
+    assert 0.002 < np.abs(data - colin).mean() < 0.03
+
+
 def test_deformation_fields_warp_the_template_towards_each_subject(diffusion_run):
     from cortexgen.diffusion.fields import field_array, warp_image
 
     work, result = diffusion_run.work, diffusion_run.result
     assert result.returncode == 0, result.stderr[-4000:]
-    template = nib.load(work / "results" / "deform" / "tpl-MNIColin27" / f"tpl-MNIColin27_res-{RES}_desc-brain_T1w.nii.gz")
+    template = nib.load(work / "results" / "deform" / "tpl-MNIColin27" / f"tpl-MNIColin27_res-{RES}_desc-study_T1w.nii.gz")
     # Training subjects only (sub-03 is held out).
     fields = sorted((work / "results" / "deform").glob("sub-*/anat/*_desc-displacement_xfm.nii.gz"))
     assert [path.name[:6] for path in fields] == ["sub-01", "sub-02"]

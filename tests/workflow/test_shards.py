@@ -94,6 +94,7 @@ def shard_run(tmp_path_factory):
     done += [f"results/deform/sub-{label}/anat/sub-{label}_from-MNIColin27_to-T1w_res-84x128x84_desc-displacement_xfm.nii.gz"
              for label in ("01", "04")]
     targets = ["surface_template", "deform_template", *done]
+    config["sharding"] = {"subjects_per_shard": 4}  # planned as run: a sharded run's deform template is Colin27's
     # --touch only touches files that exist: make every output of those jobs first (empty files;
     # nothing reads them here), then let --touch date them in the DAG's order.
     planned = run_snakemake(work, config, "--dry-run", *targets)
@@ -105,7 +106,6 @@ def shard_run(tmp_path_factory):
                 (work / path).touch()
     touched = run_snakemake(work, config, "--touch", "--cores", "1", *targets)
     assert touched.returncode == 0, touched.stderr
-    config["sharding"] = {"subjects_per_shard": 4}
     result = run_snakemake(work, config, "--cores", "2", "results/shards/shard-0001.tsv", timeout=600)
     return work, config, result
 
@@ -168,6 +168,7 @@ def test_a_shard_where_every_subject_fails_fails(tmp_path):
         (bids / f"sub-{label}" / "anat" / f"sub-{label}_T1w.nii.gz").write_bytes(b"broken")
     work = tmp_path / "work"
     config = demo_config(bids_dir=str(bids))
+    config["sharding"] = {"subjects_per_shard": 2}
     for path in ("results/surfaces/tpl-fsaverage", "results/deform/tpl-MNIColin27"):
         (work / path).mkdir(parents=True)
     planned = run_snakemake(work, config, "--dry-run", "surface_template", "deform_template")
@@ -175,7 +176,6 @@ def test_a_shard_where_every_subject_fails_fails(tmp_path):
         if line.strip().startswith("output: "):
             for path in line.strip().removeprefix("output: ").split(", "):
                 (work / path).touch()
-    config["sharding"] = {"subjects_per_shard": 2}
     result = run_snakemake(work, config, "--cores", "2", "results/shards/shard-0001.tsv", timeout=600)
     assert result.returncode != 0
     assert "no subject of shard 0001 came through" in (work / "logs/subject_shard/shard-0001.log").read_text()
