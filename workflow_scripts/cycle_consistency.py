@@ -12,13 +12,10 @@ limit_threads(snakemake.threads)
 from pathlib import Path  # noqa: E402
 
 import nibabel as nib  # noqa: E402
-import numpy as np  # noqa: E402
 
-from cortexgen.evaluate.cycle import CycleSettings, cycle_consistency  # noqa: E402
+from cortexgen.evaluate.cycle import CycleSettings, cycle_consistency, load_conditioning  # noqa: E402
 from cortexgen.io import write_table  # noqa: E402
-from cortexgen.surfaces.extract import HemisphereSurfaces  # noqa: E402
-from cortexgen.surfaces.mesh import load_shape, load_surface, save_shape, save_surface  # noqa: E402
-from cortexgen.surfaces.sdf import ConditionVolumes  # noqa: E402
+from cortexgen.surfaces.mesh import save_shape, save_surface  # noqa: E402
 from cortexgen.surfaces.template import load_template  # noqa: E402
 
 with job_log(snakemake.log[0]) as log:
@@ -27,18 +24,11 @@ with job_log(snakemake.log[0]) as log:
     label = snakemake.wildcards.label
     template = load_template(hemis, inputs.template_white, inputs.template_pial, inputs.template_cortex,
                              inputs.template_label, inputs.template_mask)
-    conditioning = {}
-    for hemi in hemis:
-        white = load_surface(getattr(inputs, f"white_{hemi}"))
-        pial = load_surface(getattr(inputs, f"pial_{hemi}"))
-        conditioning[hemi] = HemisphereSurfaces(
-            white=white, pial=pial, midthickness=white.with_vertices(0.5 * (white.vertices + pial.vertices)),
-            thickness=load_shape(getattr(inputs, f"thickness_{hemi}")), cortex=template.hemispheres[hemi].cortex,
-        )
-    pial_sdf = np.asarray(nib.load(inputs.pial_sdf).dataobj, dtype=np.float32)
-    white_sdf = np.asarray(nib.load(inputs.white_sdf).dataobj, dtype=np.float32)
-    condition = ConditionVolumes(pial_sdf=pial_sdf, white_sdf=white_sdf,
-                                 ribbon=((pial_sdf < 0) & (white_sdf >= 0)).astype(np.uint8))
+    conditioning, condition = load_conditioning(
+        template, {hemi: getattr(inputs, f"white_{hemi}") for hemi in hemis},
+        {hemi: getattr(inputs, f"pial_{hemi}") for hemi in hemis},
+        {hemi: getattr(inputs, f"thickness_{hemi}") for hemi in hemis}, inputs.pial_sdf, inputs.white_sdf,
+    )
     grid = nib.load(inputs.grid)
     settings = CycleSettings.from_config(
         {"segment": snakemake.params.segment, "warp": snakemake.params.warp, "fit": snakemake.params.fit,

@@ -420,6 +420,35 @@ def surface_metrics(found: HemisphereSurfaces, asked: HemisphereSurfaces | Hemis
     }
 
 
+def load_conditioning(template: SurfaceTemplate, white: Mapping[str, str], pial: Mapping[str, str],
+                      thickness: Mapping[str, str], pial_sdf: str, white_sdf: str,
+                      ) -> tuple[dict[str, HemisphereSurfaces], ConditionVolumes]:
+    """A subject's (or a new cortex's) surfaces and SDF volumes as :func:`cycle_consistency` takes
+    them, from the files the surface stage writes.
+
+    Args:
+        template: gives each hemisphere's cortex (the medial wall is not compared).
+        white, pial, thickness: hemisphere → GIfTI path.
+        pial_sdf, white_sdf: the condition volumes (NIfTI, mm); the ribbon is where the pial
+            SDF is negative and the white one is not.
+    """
+    from cortexgen.surfaces.mesh import load_shape, load_surface
+
+    conditioning = {}
+    for hemi, meshes in template.hemispheres.items():
+        white_mesh, pial_mesh = load_surface(white[hemi]), load_surface(pial[hemi])
+        conditioning[hemi] = HemisphereSurfaces(
+            white=white_mesh, pial=pial_mesh,
+            midthickness=white_mesh.with_vertices(0.5 * (white_mesh.vertices + pial_mesh.vertices)),
+            thickness=load_shape(thickness[hemi]), cortex=meshes.cortex,
+        )
+    pial_volume = np.asarray(nib.load(pial_sdf).dataobj, dtype=np.float32)
+    white_volume = np.asarray(nib.load(white_sdf).dataobj, dtype=np.float32)
+    condition = ConditionVolumes(pial_sdf=pial_volume, white_sdf=white_volume,
+                                 ribbon=((pial_volume < 0) & (white_volume >= 0)).astype(np.uint8))
+    return conditioning, condition
+
+
 def cycle_consistency(
     image: nib.Nifti1Image,
     conditioning: Mapping[str, HemisphereSurfaces | HemisphereMeshes],

@@ -18,13 +18,14 @@ from cortexgen.evaluate.cycle import (
     cycle_consistency,
     dice,
     hd95,
+    load_conditioning,
     point_to_surface_distances,
     surface_distances,
     synthetic_tissue,
     thickness_correlation,
 )
 from cortexgen.surfaces.fit import FitSettings
-from cortexgen.surfaces.mesh import Mesh, icosphere
+from cortexgen.surfaces.mesh import Mesh, icosphere, save_shape, save_surface
 from cortexgen.surfaces.sdf import grid_points
 from cortexgen.surfaces.template import HemisphereMeshes, SurfaceTemplate
 from cortexgen.surfaces.warp import WarpSettings
@@ -340,3 +341,34 @@ def test_cycle_consistency_recovers_the_conditioning_surfaces_of_a_phantom():
     wrong = surface_metrics(found, other.meshes(), template.hemispheres["L"].cortex)
     assert wrong["pial_assd_mm"] > 1.0 > m["pial_assd_mm"]
     assert wrong["thickness_r"] < -0.5
+
+
+def test_load_conditioning_reads_the_surface_stage_files(tmp_path):
+    """Surfaces, thickness and SDFs as the surface stage writes them come back as the cycle takes them:
+    the midthickness half-way, the template's cortex mask, the ribbon where pial < 0 <= white."""
+    white = icosphere(2).with_vertices(10.0 * icosphere(2).vertices)
+    pial = white.with_vertices(13.0 * icosphere(2).vertices)
+    cortex = np.arange(len(white.vertices)) % 3 != 0
+    thickness = np.full(len(white.vertices), 3.0)
+    save_surface(white, tmp_path / "white.surf.gii")
+    save_surface(pial, tmp_path / "pial.surf.gii")
+    save_shape(thickness, tmp_path / "thickness.shape.gii")
+    pial_sdf = np.array([[[-2.0, -1.0, 0.5]]], dtype=np.float32)
+    white_sdf = np.array([[[-0.5, 0.0, 3.5]]], dtype=np.float32)
+    for name, values in (("pial", pial_sdf), ("white", white_sdf)):
+        nib.save(nib.Nifti1Image(values, np.eye(4)), tmp_path / f"{name}_sdf.nii.gz")
+    label = nib.Nifti1Image(np.zeros((2, 2, 2), np.uint8), np.eye(4))
+    template = SurfaceTemplate(hemispheres={"L": HemisphereMeshes(white=white, pial=pial, cortex=cortex)},
+                               label=label, mask=label)
+
+    surfaces, condition = load_conditioning(template, {"L": str(tmp_path / "white.surf.gii")},
+                                            {"L": str(tmp_path / "pial.surf.gii")},
+                                            {"L": str(tmp_path / "thickness.shape.gii")},
+                                            str(tmp_path / "pial_sdf.nii.gz"), str(tmp_path / "white_sdf.nii.gz"))
+
+    found = surfaces["L"]
+    np.testing.assert_allclose(np.linalg.norm(found.midthickness.vertices, axis=1), 11.5, rtol=1e-5)
+    np.testing.assert_array_equal(found.cortex, cortex)
+    np.testing.assert_allclose(found.thickness, 3.0)
+    np.testing.assert_array_equal(condition.ribbon[0, 0], [0, 1, 0])
+    np.testing.assert_allclose(condition.pial_sdf, pial_sdf)
