@@ -313,8 +313,7 @@ class Evaluation:
 
 
 def run_generator(model: str, config: dict, train: list[dict], held_out: list[dict], minutes: float | None,
-                  samples: int | None, full_grid_steps: int, template: str | None, folder: Path,
-                  threads: int) -> tuple[dict, list[dict]]:
+                  samples: int | None, template: str | None, folder: Path, threads: int) -> tuple[dict, list[dict]]:
     """Train (or fit) and sample one generator as the workflow does; its timings and its sample table."""
     section = config["diffusion"][model]
     entry = registry_entry(model)
@@ -340,17 +339,25 @@ def run_generator(model: str, config: dict, train: list[dict], held_out: list[di
     table, report["sample"] = in_fresh_process(job, spec, threads=threads)
     report["samples"] = len(table)
     report["sample_seconds_per_volume"] = round(report["sample"]["seconds"] / len(table), 2)
-    if full_grid_steps and section.get("grid") is not None:
-        # The same generator on the images' own grid, for its cost there; not evaluated.
-        full = {**section, "grid": None}
-        steps = full_grid_steps if entry.network else None
-        record = train_measured(model, full, config, inputs, folder / "full_grid", steps, threads)
-        report["full_grid_timing_only"] = {"grid": list(nib.load(train[0]["image"]).shape[:3]), "steps": steps,
-                                           "train": record}
-        if entry.network:
-            report["full_grid_timing_only"]["seconds_per_step"] = round(
-                log_seconds_per_step(folder / "full_grid" / "train_log.tsv")[0], 3)
     return report, table
+
+
+def full_grid_timing(model: str, config: dict, train: list[dict], steps: int, folder: Path, threads: int) -> dict:
+    """``steps`` training steps (a network) or the fit (sdm) of a generator on the images' own
+    grid instead of its config ``grid``: its cost there, not a model to evaluate. A job that
+    fails (e.g. out of memory) is reported as such."""
+    section = {**config["diffusion"][model], "grid": None}
+    steps = steps if registry_entry(model).network else None
+    report = {"grid": list(nib.load(train[0]["image"]).shape[:3]), "steps": steps}
+    try:
+        report["train"] = train_measured(model, section, config, training_inputs(model, section, train), folder,
+                                         steps, threads)
+    except Exception as error:  # a timing that could not be made (out of memory) is a result too
+        report["failed"] = f"{type(error).__name__}: {error}"
+        return report
+    if steps is not None:
+        report["seconds_per_step"] = round(log_seconds_per_step(folder / "train_log.tsv")[0], 3)
+    return report
 
 
 def main(argv=None) -> dict:
@@ -394,7 +401,7 @@ def main(argv=None) -> dict:
     for model in models:
         folder = args.out / model
         result, table = run_generator(model, config, train, held_out, args.minutes.get(model), args.samples,
-                                      args.full_grid_steps, template, folder, args.threads)
+                                      template, folder, args.threads)
         result.update(evaluation.generator(model, table, folder / "samples"))
         if registry_entry(model).conditional:
             result.update(bridge_references(folder, float(config["surfaces"]["sdf_clip_mm"]), train, held_out, table))
@@ -402,6 +409,10 @@ def main(argv=None) -> dict:
         report["models"][model] = result
         # Written after every model, so a run stopped later keeps what it finished.
         (args.out / "generators.json").write_text(json.dumps(report, indent=1) + "\n")
+        if args.full_grid_steps and config["diffusion"][model].get("grid") is not None:
+            result["full_grid_timing_only"] = full_grid_timing(model, config, train, args.full_grid_steps,
+                                                               folder / "full_grid", args.threads)
+            (args.out / "generators.json").write_text(json.dumps(report, indent=1) + "\n")
     text = json.dumps(report, indent=1)
     print(text)
     return report
