@@ -318,7 +318,7 @@ def run_generator(model: str, config: dict, train: list[dict], held_out: list[di
     section = config["diffusion"][model]
     entry = registry_entry(model)
     inputs = training_inputs(model, section, train)
-    report = {"grid": section.get("grid"), "network": section.get("network"), "load_before": os.getloadavg()}
+    report = {"grid": section.get("grid"), "network": section.get("network"), "load_average_before": os.getloadavg()}
     if entry.network:
         probe = train_measured(model, section, config, inputs, folder / "probe", PROBE_STEPS, threads)
         probe_step, _ = log_seconds_per_step(folder / "probe" / "train_log.tsv")
@@ -332,7 +332,7 @@ def run_generator(model: str, config: dict, train: list[dict], held_out: list[di
         report["train"] = train_measured(model, section, config, inputs, folder / "trained", None, threads)
         spectrum = read_table(folder / "trained" / "train_log.tsv")
         report.update(modes=len(spectrum), explained_variance=float(spectrum[-1]["cumulative_explained_variance"]))
-    report["load_after_training"] = os.getloadavg()
+    report["load_average_after_training"] = os.getloadavg()
     spec = sample_spec(model, section, config, folder / "trained" / "model.pt", folder / "samples", samples, held_out,
                        template)
     job = sample_bridge_job if entry.conditional else sample_unconditional_job
