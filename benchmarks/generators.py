@@ -56,7 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.gpu_check import find_subjects  # noqa: E402
 from benchmarks.measure import in_fresh_process  # noqa: E402
 from cortexgen.diffusion.data import load_conditions, network_to_image  # noqa: E402
-from cortexgen.diffusion.fields import FieldSettings, register_to_template, template_image  # noqa: E402
+from cortexgen.diffusion.fields import FieldSettings, register_to_template, study_template, template_image  # noqa: E402
 from cortexgen.diffusion.registry import generator as registry_entry  # noqa: E402
 from cortexgen.diffusion.run import sample_bridge_job, sample_unconditional_job, train_job  # noqa: E402
 from cortexgen.diffusion.training import load_model  # noqa: E402
@@ -65,7 +65,7 @@ from cortexgen.evaluate.memorisation import BASELINE, memorisation_metrics, memo
 from cortexgen.evaluate.metrics import MetricResult, SetMetricSettings, paired_fidelity, set_metrics  # noqa: E402
 from cortexgen.evaluate.summary import baseline_halves, per_item_rows  # noqa: E402
 from cortexgen.io import read_table, save_nifti, voxel_sizes  # noqa: E402
-from cortexgen.planning import bridge_held_out, reference_kind, seeded_subset  # noqa: E402
+from cortexgen.planning import bridge_held_out, reference_kind, seeded_subset, template_scans  # noqa: E402
 from cortexgen.runtime import limit_threads  # noqa: E402
 from cortexgen.split import split_subjects  # noqa: E402
 
@@ -147,19 +147,37 @@ def _field_job(image: str, template: str, settings: dict, out: str) -> None:
     save_nifti(register_to_template(nib.load(image), nib.load(template), FieldSettings.from_config(settings)), out)
 
 
-def deform_template(config: dict, like: str, folder: Path) -> str:
-    """The template brain on the model grid, scaled as the subjects' images (rule deform_template); its path.
+def deform_template(config: dict, train: list[dict], folder: Path, threads: int) -> dict:
+    """The brain deform and sdm warp, on the model grid, scaled as the subjects' images (rule
+    deform_template): with ``diffusion.deform.template.kind: study`` the average of at most
+    ``subjects`` training images (drawn with the split's seed), else the space's template brain.
 
-    ``like``: a subject's image, whose grid it takes (template_image refuses a grid that is not
-    the template's box resized, the grid the subjects are on).
+    Built in a fresh process with ``threads`` threads; reused when already in ``folder``.
+    Returns {path, kind, images, and the build's seconds, cpu_seconds, peak_rss_mb when built now}.
     """
-    preprocess = config["preprocess"]
+    preprocess, settings = config["preprocess"], config["diffusion"]["deform"]["template"]
+    scans = template_scans(train, settings, config["split"]["seed"])
+    desc = "study" if scans else "brain"
     folder.mkdir(parents=True, exist_ok=True)
-    template = folder / f"tpl-{preprocess['template_space']}_desc-brain_T1w.nii.gz"
+    path = folder / f"tpl-{preprocess['template_space']}_desc-{desc}_T1w.nii.gz"
+    report = {"path": str(path), "kind": desc, "images": [s["id"] for s in scans]}
+    if not path.is_file():
+        _, record = in_fresh_process(_template_job, config, train[0]["image"], [s["image"] for s in scans], str(path),
+                                     threads=threads)
+        report.update(record)
+    return report
+
+
+def _template_job(config: dict, like: str, images: list[str], out: str) -> None:
+    preprocess, deform = config["preprocess"], config["diffusion"]["deform"]
+    percentiles = tuple(preprocess["normalize"]["percentiles"])
     image = template_image(nib.load(REPO / preprocess["template"]), nib.load(REPO / preprocess["template_brain_mask"]),
-                           nib.load(like), tuple(preprocess["normalize"]["percentiles"]))
-    save_nifti(image, template)
-    return str(template)
+                           nib.load(like), percentiles)
+    if images:
+        image = study_template([nib.load(path) for path in images], image,
+                               FieldSettings.from_config(deform["registration"]),
+                               iterations=deform["template"]["iterations"], percentiles=percentiles)
+    save_nifti(image, out)
 
 
 def deformation_fields(train: list[dict], config: dict, template: str, folder: Path, threads: int) -> dict:
@@ -395,7 +413,8 @@ def main(argv=None) -> dict:
               **evaluation.baselines(), "models": {}}
     template = None
     if any(not registry_entry(model).conditional for model in models):
-        template = deform_template(config, train[0]["image"], args.out / "deform")
+        report["template"] = deform_template(config, train, args.out / "deform", args.threads)
+        template = report["template"]["path"]
     if any(registry_entry(model).data == "fields" for model in models):
         report["deformation_fields"] = deformation_fields(train, config, template, args.out / "deform", args.threads)
     for model in models:
