@@ -44,3 +44,26 @@ def timed(record: dict, name: str, function, *args, **kwargs):
         cpu_seconds = time.process_time() - cpu_start
     record[name] = {"seconds": round(seconds, 2), "cpu_seconds": round(cpu_seconds, 2), "peak_rss_mb": round(memory.peak_mb, 1)}
     return result
+
+
+def _timed_job(function, args: tuple, threads: int):
+    from cortexgen.runtime import limit_threads
+
+    limit_threads(threads)
+    record = {}
+    result = timed(record, "job", function, *args)
+    return result, record["job"]
+
+
+def in_fresh_process(function, *args, threads: int = 1):
+    """Run ``function(*args)`` in a new (spawned) process limited to ``threads`` threads.
+
+    Returns (its result, {seconds, cpu_seconds, peak_rss_mb} of :func:`timed`): the peak is
+    that process's alone, as a workflow job's (imports included), not left over from earlier
+    work in this one. ``function``, its arguments and result must pickle; its exception is re-raised here.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_timed_job, function, args, threads).result()

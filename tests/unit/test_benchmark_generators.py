@@ -1,0 +1,34 @@
+"""The generator benchmark's own bookkeeping: per-model minutes, seconds per step from a
+training log, metric rows as JSON values."""
+
+import math
+
+import pytest
+
+from benchmarks.generators import log_seconds_per_step, metric_values, minutes_per_model
+from cortexgen.diffusion.training import write_log
+from cortexgen.evaluate.metrics import MetricResult
+
+
+def test_minutes_per_model_reads_each_models_minutes():
+    assert minutes_per_model("bridge=60, ddpm=0.5,") == {"bridge": 60.0, "ddpm": 0.5}
+    with pytest.raises(ValueError, match="model=minutes"):
+        minutes_per_model("ddpm")
+
+
+def test_seconds_per_step_from_a_log_of_uneven_windows(tmp_path):
+    # Rows every 2 steps, then a last row of 1 step: 2 s, 4 s, 3 s -> 1, 2, 3 s per step.
+    rows = [{"step": step, "train_loss": 0.1, "val_loss": math.nan, "learning_rate": 1e-3, "seconds": seconds,
+             "volumes_per_second": 1.0} for step, seconds in ((2, 2.0), (4, 4.0), (5, 3.0))]
+    write_log(rows, tmp_path / "train_log.tsv")
+    median, mean = log_seconds_per_step(tmp_path / "train_log.tsv")
+    assert median == pytest.approx(2.0)
+    assert mean == pytest.approx(9.0 / 5)
+
+
+def test_metric_values_keeps_notes_and_writes_nan_as_none():
+    rows = [MetricResult("ddpm", "mmd_rbf_pooled4", 0.25, 0.1, 0.4, "4 vs 8"),
+            MetricResult("ddpm", "fid_medicalnet", math.nan, math.nan, math.nan, "4 vs 8", "not computed")]
+    values = metric_values(rows)
+    assert values["mmd_rbf_pooled4"] == {"value": 0.25, "ci": [0.1, 0.4], "n": "4 vs 8", "note": ""}
+    assert values["fid_medicalnet"]["value"] is None and values["fid_medicalnet"]["ci"] == [None, None]
