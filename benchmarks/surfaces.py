@@ -25,6 +25,10 @@ compare with: CAT12's projection-based thickness (cat-surf PBT, with its own sul
 on the same cortex-only label but not our skeleton) gives a percentage-position map whose
 0.5 isosurface is the central surface; our midthickness against it: ASSD, HD95 (MONAI's
 convention: the larger directed 95th percentile) and the fraction of vertices beyond 3 mm.
+PBT's PPM = 0.5 is not where the true central surface lies: on a shell phantom with exact
+partial volumes (WM ball of 20 mm, 2.5 mm of GM) it lies ~0.5 mm inside it, so the same
+comparison is also made against the PPM isosurface at the level the phantom's true central
+surface has (``pbt_calibrated``; the phantom's own numbers are in ``pbt_phantom``).
 """
 
 from __future__ import annotations
@@ -48,34 +52,38 @@ STEPS_PER_SUBJECT = ("segment", "partition", "surfaces", "surface_sdf")
 LOO_MODES = 9
 
 
-def central_surface_distances(midthickness, cortex, label, hemi_label_values, partition, affine) -> dict:
-    """Our midthickness against cat-surf PBT's central surface (PPM = 0.5) of the same hemisphere.
-
-    The reference points are the PPM isosurface inside the hemisphere; from them only those
-    whose nearest midthickness vertex is cortex count (the medial wall closes the hemisphere
-    through tissue PBT does not treat as cortex).
-    """
+def pbt_position_map(label, hemi_label_values, partition, affine):
+    """cat-surf PBT's percentage-position map (1 at the WM, 0 at the pial boundary) of one
+    hemisphere's cortex-only label, on its bounding box: (ppm, box)."""
     import cat_surf
-    import igl
     import numpy as np
-    from skimage.measure import marching_cubes
-
-    from cortexgen.surfaces.mesh import voxel_to_world
 
     inside = np.isin(partition, hemi_label_values)
     hemi_label = np.where(inside, label, 0.0).astype(np.float32)
     box = tuple(slice(max(int(i.min()) - 3, 0), int(i.max()) + 4) for i in np.nonzero(hemi_label > 0))
     _, ppm, _, _ = cat_surf.vol_thickness_pbt(np.ascontiguousarray(hemi_label[box]),
                                               np.sqrt((affine[:3, :3] ** 2).sum(axis=0)), sulcal_barrier=True)
-    iso, faces, _, _ = marching_cubes(np.asarray(ppm, dtype=np.float32), level=0.5)
-    offset = np.array([s.start for s in box], dtype=np.float64)
+    return np.asarray(ppm, dtype=np.float32), box
+
+
+def surface_to_isosurface(mesh, cortex, volume, box, affine, level: float) -> dict:
+    """``mesh`` (its cortex vertices) against the ``level`` isosurface of ``volume`` (on ``box``
+    of the grid of ``affine``): ASSD, HD95 (the larger directed 95th percentile, as MONAI) and
+    the fraction of vertices beyond 3 mm. Of the isosurface only the points whose nearest
+    vertex is cortex count (the medial wall closes the hemisphere through tissue that is no cortex)."""
+    import igl
+    import numpy as np
+    from skimage.measure import marching_cubes
+
+    from cortexgen.surfaces.mesh import voxel_to_world
+
+    iso, faces, _, _ = marching_cubes(volume, level=level)
+    offset = np.array([s.start or 0 for s in box], dtype=np.float64)
     reference = voxel_to_world(iso.astype(np.float64) + offset, affine)
-    ours = midthickness.vertices[cortex]
+    ours = mesh.vertices[cortex]
     ours_to_ref = np.sqrt(igl.point_mesh_squared_distance(ours, reference, faces.astype(np.int64))[0])
-    ref_to_ours_sq, nearest, _ = igl.point_mesh_squared_distance(reference, midthickness.vertices,
-                                                                 midthickness.faces.astype(np.int64))
-    nearest_vertex = midthickness.faces[nearest, 0]
-    ref_to_ours = np.sqrt(ref_to_ours_sq)[cortex[nearest_vertex]]
+    ref_to_ours_sq, nearest, _ = igl.point_mesh_squared_distance(reference, mesh.vertices, mesh.faces.astype(np.int64))
+    ref_to_ours = np.sqrt(ref_to_ours_sq)[cortex[mesh.faces[nearest, 0]]]
     both = np.concatenate([ours_to_ref, ref_to_ours])
     return {
         "assd_mm": round(float(both.mean()), 3),
@@ -84,10 +92,59 @@ def central_surface_distances(midthickness, cortex, label, hemi_label_values, pa
     }
 
 
+def pbt_phantom(white_mm: float = 20.0, grey_mm: float = 2.5, size: int = 60, supersample: int = 4) -> dict:
+    """PBT on a shell phantom with exact partial volumes (a WM ball, a GM shell, CSF around):
+    the PPM level at the true central surface and how far PPM = 0.5 lies from it."""
+    import numpy as np
+
+    from cortexgen.surfaces.fit import sample_at
+    from cortexgen.surfaces.mesh import icosphere
+
+    centre = np.array([0.3, -0.4, 0.2])  # off the voxel grid
+    affine = np.eye(4)
+    affine[:3, 3] = -(size - 1) / 2
+    grid = np.indices((size,) * 3, dtype=np.float64).reshape(3, -1) + affine[:3, 3:4]
+    steps = (np.arange(supersample) + 0.5) / supersample - 0.5
+    wm, gm_wm = np.zeros(grid.shape[1]), np.zeros(grid.shape[1])
+    for shift in np.stack(np.meshgrid(steps, steps, steps, indexing="ij"), axis=-1).reshape(-1, 3):
+        radius = np.linalg.norm(grid.T + shift - centre, axis=1)
+        wm += radius < white_mm
+        gm_wm += radius < white_mm + grey_mm
+    n = supersample ** 3
+    label = (1.0 + gm_wm / n + wm / n).reshape((size,) * 3).astype(np.float32)
+    label[np.linalg.norm(grid.T - centre, axis=1).reshape((size,) * 3) > white_mm + grey_mm + 4.0] = 0.0
+    partition = (label > 0).astype(np.uint8)
+    ppm, box = pbt_position_map(label, [1], partition, affine)
+    central = icosphere(5, white_mm + grey_mm / 2, tuple(centre))
+    cortex = np.ones(len(central.vertices), dtype=bool)
+    box_affine = affine.copy()
+    box_affine[:3, 3] += affine[:3, :3] @ np.array([s.start for s in box], dtype=np.float64)
+    level = float(np.median(sample_at(ppm, box_affine, central.vertices)))
+    return {"true_central_level": round(level, 3),
+            "ppm_0.5": surface_to_isosurface(central, cortex, ppm, box, affine, 0.5),
+            "calibrated": surface_to_isosurface(central, cortex, ppm, box, affine, level)}
+
+
+def central_surface_distances(midthickness, cortex, label, hemi_label_values, partition, affine,
+                              calibrated_level: float | None = None) -> dict:
+    """Our midthickness against cat-surf PBT's central surface (PPM = 0.5) of the same
+    hemisphere (:func:`surface_to_isosurface`) and, with ``calibrated_level``, against the
+    PPM isosurface at that level (``calibrated``)."""
+    ppm, box = pbt_position_map(label, hemi_label_values, partition, affine)
+    result = surface_to_isosurface(midthickness, cortex, ppm, box, affine, 0.5)
+    if calibrated_level is not None:
+        result["calibrated"] = surface_to_isosurface(midthickness, cortex, ppm, box, affine, calibrated_level)
+    return result
+
+
 def run_subject(brain_path: Path, mask_path: Path, grid_path: Path, xfm_path: Path, template, settings: dict,
-                unpartitioned: bool, reference: bool, save_dir: Path | None, workers: int = 1) -> tuple[dict, dict]:
+                unpartitioned: bool, reference: float | None, save_dir: Path | None,
+                workers: int = 1) -> tuple[dict, dict]:
     """Run the surface stage on one preprocessed brain; the steps' cost, QC rows and comparisons,
-    and the midthickness vertices and thickness per hemisphere (for the shape model)."""
+    and the midthickness vertices and thickness per hemisphere (for the shape model).
+
+    ``reference``: compare with cat-surf PBT's central surface, and with its PPM isosurface at
+    this (calibrated) level; None: no comparison."""
     import ants
     import nibabel as nib
     import numpy as np
@@ -160,10 +217,10 @@ def run_subject(brain_path: Path, mask_path: Path, grid_path: Path, xfm_path: Pa
     }
     if unpartitioned:
         entry["hindbrain_unpartitioned"] = hindbrain_counts(extract_surfaces(*surface_args))
-    if reference:
+    if reference is not None:
         entry["pbt_central"] = {
             hemi: central_surface_distances(r.midthickness, r.cortex, cortex_label(tissue.label, partition, hemi),
-                                            HEMISPHERE_LABELS[hemi], partition, affine)
+                                            HEMISPHERE_LABELS[hemi], partition, affine, calibrated_level=reference)
             for hemi, r in results.items()
         }
     if save_dir is not None:
@@ -206,6 +263,7 @@ def main() -> None:
         sys.exit(f"no preprocessed brains (*_space-{space}_desc-brain_T1w.nii.gz) under {args.results}/preproc")
 
     template_cost: dict = {}
+    phantom = pbt_phantom() if args.reference_subjects else None
     template = timed(template_cost, "surface_template", build_template,
                      settings["template_subdivisions"], settings["template_resolution_mm"])
     subjects, shapes = {}, {}
@@ -219,7 +277,7 @@ def main() -> None:
             template,
             settings,
             args.unpartitioned,
-            index < args.reference_subjects,
+            phantom["true_central_level"] if index < args.reference_subjects else None,
             args.save_surfaces,
             args.threads,
         )
@@ -281,6 +339,12 @@ def main() -> None:
             "pbt_central": None if not references else {
                 "n_hemispheres": len(references),
                 **{f"{key}_range": [min(r[key] for r in references), max(r[key] for r in references)]
+                   for key in ("assd_mm", "hd95_mm", "beyond_3mm_fraction")},
+            },
+            "pbt_phantom": phantom,
+            "pbt_calibrated": None if not references else {
+                **{f"{key}_range": [min(r["calibrated"][key] for r in references),
+                                    max(r["calibrated"][key] for r in references)]
                    for key in ("assd_mm", "hd95_mm", "beyond_3mm_fraction")},
             },
             f"shape_model_loo_error_mm_{LOO_MODES}_modes": loo or None,
