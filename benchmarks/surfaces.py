@@ -66,11 +66,12 @@ def pbt_position_map(label, hemi_label_values, partition, affine):
     return np.asarray(ppm, dtype=np.float32), box
 
 
-def surface_to_isosurface(mesh, cortex, volume, box, affine, level: float) -> dict:
+def surface_to_isosurface(mesh, cortex, volume, box, affine, level: float) -> tuple[dict, np.ndarray]:
     """``mesh`` (its cortex vertices) against the ``level`` isosurface of ``volume`` (on ``box``
     of the grid of ``affine``): ASSD, HD95 (the larger directed 95th percentile, as MONAI) and
-    the fraction of vertices beyond 3 mm. Of the isosurface only the points whose nearest
-    vertex is cortex count (the medial wall closes the hemisphere through tissue that is no cortex)."""
+    the fraction of vertices beyond 3 mm, and each vertex's distance (V,) mm to the isosurface
+    (NaN off the cortex). Of the isosurface only the points whose nearest vertex is cortex
+    count (the medial wall closes the hemisphere through tissue that is no cortex)."""
     import igl
     import numpy as np
     from skimage.measure import marching_cubes
@@ -85,11 +86,13 @@ def surface_to_isosurface(mesh, cortex, volume, box, affine, level: float) -> di
     ref_to_ours_sq, nearest, _ = igl.point_mesh_squared_distance(reference, mesh.vertices, mesh.faces.astype(np.int64))
     ref_to_ours = np.sqrt(ref_to_ours_sq)[cortex[mesh.faces[nearest, 0]]]
     both = np.concatenate([ours_to_ref, ref_to_ours])
+    per_vertex = np.full(len(mesh.vertices), np.nan)
+    per_vertex[cortex] = ours_to_ref
     return {
         "assd_mm": round(float(both.mean()), 3),
         "hd95_mm": round(float(max(np.percentile(ours_to_ref, 95), np.percentile(ref_to_ours, 95))), 3),
         "beyond_3mm_fraction": round(float(np.mean(ours_to_ref > 3.0)), 4),
-    }
+    }, per_vertex
 
 
 def pbt_phantom(white_mm: float = 20.0, grey_mm: float = 2.5, size: int = 60, supersample: int = 4) -> dict:
@@ -121,20 +124,22 @@ def pbt_phantom(white_mm: float = 20.0, grey_mm: float = 2.5, size: int = 60, su
     box_affine[:3, 3] += affine[:3, :3] @ np.array([s.start for s in box], dtype=np.float64)
     level = float(np.median(sample_at(ppm, box_affine, central.vertices)))
     return {"true_central_level": round(level, 3),
-            "ppm_0.5": surface_to_isosurface(central, cortex, ppm, box, affine, 0.5),
-            "calibrated": surface_to_isosurface(central, cortex, ppm, box, affine, level)}
+            "ppm_0.5": surface_to_isosurface(central, cortex, ppm, box, affine, 0.5)[0],
+            "calibrated": surface_to_isosurface(central, cortex, ppm, box, affine, level)[0]}
 
 
 def central_surface_distances(midthickness, cortex, label, hemi_label_values, partition, affine,
-                              calibrated_level: float | None = None) -> dict:
+                              calibrated_level: float | None = None) -> tuple[dict, np.ndarray]:
     """Our midthickness against cat-surf PBT's central surface (PPM = 0.5) of the same
     hemisphere (:func:`surface_to_isosurface`) and, with ``calibrated_level``, against the
-    PPM isosurface at that level (``calibrated``)."""
+    PPM isosurface at that level (``calibrated``); and each vertex's distance (V,) mm to the
+    last of the two (NaN off the cortex)."""
     ppm, box = pbt_position_map(label, hemi_label_values, partition, affine)
-    result = surface_to_isosurface(midthickness, cortex, ppm, box, affine, 0.5)
+    result, per_vertex = surface_to_isosurface(midthickness, cortex, ppm, box, affine, 0.5)
     if calibrated_level is not None:
-        result["calibrated"] = surface_to_isosurface(midthickness, cortex, ppm, box, affine, calibrated_level)
-    return result
+        result["calibrated"], per_vertex = surface_to_isosurface(midthickness, cortex, ppm, box, affine,
+                                                                 calibrated_level)
+    return result, per_vertex
 
 
 def run_subject(brain_path: Path, mask_path: Path, grid_path: Path, xfm_path: Path, template, settings: dict,
@@ -154,7 +159,7 @@ def run_subject(brain_path: Path, mask_path: Path, grid_path: Path, xfm_path: Pa
     from cortexgen.preprocess.register import itk_affine_to_ras
     from cortexgen.surfaces.extract import extract_surfaces, native_thickness
     from cortexgen.surfaces.fit import FitSettings, sample_at
-    from cortexgen.surfaces.mesh import save_surface
+    from cortexgen.surfaces.mesh import save_shape, save_surface
     from cortexgen.surfaces.partition import HEMISPHERE_LABELS, HINDBRAIN, PartitionSettings, cortex_label, \
         cortex_partition, cortex_tissue
     from cortexgen.surfaces.qc import QCLimits, surface_qc, vertices_inside
@@ -218,17 +223,21 @@ def run_subject(brain_path: Path, mask_path: Path, grid_path: Path, xfm_path: Pa
     if unpartitioned:
         entry["hindbrain_unpartitioned"] = hindbrain_counts(extract_surfaces(*surface_args))
     if reference is not None:
-        entry["pbt_central"] = {
-            hemi: central_surface_distances(r.midthickness, r.cortex, cortex_label(tissue.label, partition, hemi),
-                                            HEMISPHERE_LABELS[hemi], partition, affine, calibrated_level=reference)
-            for hemi, r in results.items()
-        }
+        compared = {hemi: central_surface_distances(r.midthickness, r.cortex,
+                                                    cortex_label(tissue.label, partition, hemi),
+                                                    HEMISPHERE_LABELS[hemi], partition, affine,
+                                                    calibrated_level=reference)
+                    for hemi, r in results.items()}
+        entry["pbt_central"] = {hemi: summary for hemi, (summary, _) in compared.items()}
     if save_dir is not None:
         save_dir.mkdir(parents=True, exist_ok=True)
         for hemi, r in results.items():
             for kind in ("white", "pial", "midthickness"):
                 save_surface(getattr(r, kind), save_dir / f"{prefix}_hemi-{hemi}_{kind}.surf.gii")
         nib.save(nib.Nifti1Image(partition, affine), save_dir / f"{prefix}_desc-cortex_dseg.nii.gz")
+        if reference is not None:
+            for hemi, (_, per_vertex) in compared.items():
+                save_shape(per_vertex, save_dir / f"{prefix}_hemi-{hemi}_desc-pbtdistance.shape.gii")
     shapes = {hemi: (r.midthickness.vertices, r.thickness, r.midthickness.faces) for hemi, r in results.items()}
     return entry, shapes
 
@@ -242,7 +251,7 @@ def main() -> None:
     parser.add_argument("--unpartitioned", action="store_true", help="also fit without the cortex-only partition")
     parser.add_argument("--reference-subjects", type=int, default=0,
                         help="compare the first N subjects with cat-surf PBT's central surface")
-    parser.add_argument("--save-surfaces", type=Path, default=None, help="write the meshes and partitions here")
+    parser.add_argument("--save-surfaces", type=Path, default=None, help="write the meshes and partitions here, and each compared subject's per-vertex distance to PBT's (calibrated) central surface (desc-pbtdistance.shape.gii)")
     args = parser.parse_args()
     limit_threads(args.threads)
 
