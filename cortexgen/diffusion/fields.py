@@ -122,6 +122,17 @@ class FieldSettings:
         """Settings from a config section (lists become tuples)."""
         return cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in section.items()})
 
+    def syn_arguments(self) -> dict:
+        """The SyN keyword arguments ``ants.registration`` and ``ants.build_template`` share."""
+        return {
+            "syn_metric": self.metric,
+            "syn_sampling": int(self.metric_parameter),
+            "reg_iterations": tuple(int(n) for n in self.iterations),
+            "grad_step": float(self.gradient_step),
+            "flow_sigma": float(self.flow_sigma),
+            "total_sigma": float(self.total_sigma),
+        }
+
 
 @contextlib.contextmanager
 def _stdout_discarded() -> Iterator[None]:
@@ -184,12 +195,7 @@ def study_template(
             iterations=int(iterations),
             type_of_transform="SyN",
             aff_metric="meansquares",  # like SyN's: one intensity scale; Mattes' threaded sums do not rerun the same
-            syn_metric=settings.metric,
-            syn_sampling=int(settings.metric_parameter),
-            reg_iterations=tuple(int(n) for n in settings.iterations),
-            grad_step=float(settings.gradient_step),
-            flow_sigma=float(settings.flow_sigma),
-            total_sigma=float(settings.total_sigma),
+            **settings.syn_arguments(),
         ).numpy().astype(np.float32)
     labels, count = ndimage.label(average > mask_threshold)
     if count == 0:
@@ -224,7 +230,7 @@ def register_to_template(
     """
     import ants
 
-    if subject.shape[:3] != template.shape[:3] or not np.allclose(subject.affine, template.affine, atol=1e-3):
+    if subject.shape[:3] != template.shape[:3] or not np.allclose(subject.affine, template.affine, atol=_AFFINE_TOLERANCE_MM):
         raise ValueError("register_to_template: subject and template must be on the same grid")
     fixed = nib_to_ants(subject)
     moving = nib_to_ants(template)
@@ -233,12 +239,7 @@ def register_to_template(
             fixed=fixed,
             moving=moving,
             type_of_transform="SyNOnly",
-            syn_metric=settings.metric,
-            syn_sampling=int(settings.metric_parameter),
-            reg_iterations=tuple(int(n) for n in settings.iterations),
-            grad_step=float(settings.gradient_step),
-            flow_sigma=float(settings.flow_sigma),
-            total_sigma=float(settings.total_sigma),
+            **settings.syn_arguments(),
         )
     # ANTs leaves every transform in a temporary file; a cohort would fill /tmp with them.
     temporary = set(registration["fwdtransforms"]) | set(registration["invtransforms"])
