@@ -135,6 +135,39 @@ def count_self_intersections(mesh: Mesh) -> int:
     return int(cat_surf.count_intersections(mesh.vertices, mesh.faces))
 
 
+def intersecting_faces(mesh: Mesh, leaf_faces: int = 4) -> np.ndarray:
+    """Indices (sorted) of a small set of faces that holds every self-intersecting triangle pair.
+
+    libCAT only counts crossings, so they are located by bisection: the faces are split at the
+    median of their bounding boxes along the longest axis, a face whose box straddles the plane
+    going to both halves. Two triangles that cross have overlapping boxes, so every crossing
+    pair lies entirely in one half; halves without crossings are dropped, and a set of at most
+    ``leaf_faces`` faces with crossings is returned whole (it may hold a few faces that do not
+    cross). Empty when the mesh has none.
+    """
+    import cat_surf
+
+    corners = mesh.vertices[mesh.faces]
+    low, high = corners.min(axis=1), corners.max(axis=1)
+
+    def crossings(subset: np.ndarray) -> int:
+        used, faces = np.unique(mesh.faces[subset], return_inverse=True)
+        return int(cat_surf.count_intersections(mesh.vertices[used], faces.reshape(-1, 3)))
+
+    found, pending = [], [np.arange(len(mesh.faces))] if crossings(np.arange(len(mesh.faces))) else []
+    while pending:
+        subset = pending.pop()
+        centres = 0.5 * (low[subset] + high[subset])
+        axis = int(np.argmax(np.ptp(centres, axis=0)))
+        plane = float(np.median(centres[:, axis]))
+        halves = [subset[low[subset, axis] <= plane], subset[high[subset, axis] > plane]]
+        if len(subset) <= leaf_faces or max(len(half) for half in halves) == len(subset):
+            found.append(subset)  # small enough, or no plane separates these faces further
+            continue
+        pending.extend(half for half in halves if len(half) and crossings(half))
+    return np.unique(np.concatenate(found)) if found else np.zeros(0, dtype=np.int64)
+
+
 def subdivide(mesh: Mesh) -> Mesh:
     """Split every triangle into four at its edge midpoints.
 

@@ -6,9 +6,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from cortexgen.surfaces.extract import extract_surfaces, fit_hemisphere, repair_self_intersections
+from cortexgen.surfaces.extract import extract_surfaces, fit_hemisphere, repair_self_intersections, retreat_crossings
 from cortexgen.surfaces.fit import FitSettings, fit_to_level
-from cortexgen.surfaces.mesh import Mesh, count_self_intersections, euler_characteristic, icosphere
+from cortexgen.surfaces.mesh import Mesh, count_self_intersections, euler_characteristic, icosphere, intersecting_faces
 from cortexgen.surfaces.segment import segment_tissue, tissue_from_fractions, tissue_from_label
 from cortexgen.surfaces.template import HemisphereMeshes, SurfaceTemplate, load_fsaverage, synthetic_label
 from cortexgen.surfaces.warp import WarpSettings
@@ -191,6 +191,31 @@ def test_repair_removes_self_intersections_and_keeps_vertex_order():
     # A mesh without defects comes back unchanged.
     assert repair_self_intersections(sphere) is sphere
 
+
+
+def test_crossings_are_located_and_retreated_to_a_crossing_free_mesh():
+    """The faces that cross are found (all of them, few others); moving them back to a clean mesh ends every crossing."""
+    sphere = icosphere(3, radius=20.0)
+    vertices = sphere.vertices.copy()
+    vertices[0] *= -1.1
+    dented = sphere.with_vertices(vertices)
+    crossing = intersecting_faces(dented)
+    rest = np.setdiff1d(np.arange(len(dented.faces)), crossing)
+    # Every crossing pair lies in the returned faces, none outside them, and they are local.
+    assert count_self_intersections(dented) == count_self_intersections(
+        Mesh(dented.vertices, dented.faces[crossing]))
+    assert count_self_intersections(Mesh(dented.vertices, dented.faces[rest])) == 0
+    assert len(crossing) < 0.2 * len(dented.faces)
+    assert len(intersecting_faces(sphere)) == 0
+
+    retreated = retreat_crossings(dented, towards=sphere)
+    assert count_self_intersections(retreated) == 0
+    assert np.array_equal(retreated.faces, sphere.faces)
+    # Only the vertices of crossing faces moved, each towards its place on the clean sphere.
+    moved = np.linalg.norm(retreated.vertices - vertices, axis=1) > 0
+    assert moved[0] and set(np.flatnonzero(moved)) <= set(np.unique(dented.faces[crossing]))
+    assert (np.linalg.norm(retreated.vertices - sphere.vertices, axis=1)[moved]
+            < np.linalg.norm(vertices - sphere.vertices, axis=1)[moved]).all()
 
 def test_correspondence_follows_a_known_warp():
     """Vertex i of a warped subject lands where the known warp sends template vertex i."""
