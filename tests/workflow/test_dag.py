@@ -349,7 +349,19 @@ def test_empty_bids_folder_is_refused(tmp_path):
 
 
 @requires_shared
-def test_full_ds000022_dag(tmp_path):
-    result = run_snakemake(tmp_path, demo_config(bids_dir=str(DS000022)), "--dry-run")
+def test_full_ds000022_dag_with_its_config(tmp_path):
+    """config/ds000022.yaml on top of the shipped config (as --configfile adds it) plans the 14 heads."""
+    import yaml
+    from snakemake.utils import update_config
+
+    overlay = yaml.safe_load((REPO / "config" / "ds000022.yaml").read_text())
+    assert (REPO / overlay["bids_dir"]).resolve() == DS000022.resolve()
+    config = demo_config()
+    update_config(config, overlay)
+    config["bids_dir"] = str(DS000022)  # the test runs in a temporary folder
+    assert config["diffusion"]["ddpm"]["training"]["learning_rate"] == 1.0e-3  # merged, not replaced
+    result = run_snakemake(tmp_path, config, "--dry-run")
     assert result.returncode == 0, result.stderr
-    assert job_counts(result.stdout)["preprocess"] == 14
+    counts = job_counts(result.stdout)
+    assert counts["preprocess"] == 14 and counts["surfaces"] == 14
+    assert counts["train_generator"] == 4 and counts["deformation_field"] == 10  # 10 train, 4 held out
