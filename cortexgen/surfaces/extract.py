@@ -191,10 +191,11 @@ def _repaired_and_kept_out(mesh: Mesh, repair: bool, forbidden: np.ndarray | Non
 
     Each can undo the other (the repair may move a vertex back in, and pulling one out may
     make a crossing), so they alternate until neither has anything left to do, at most
-    ``rounds`` repairs; a crossing left then is the QC's to flag. ``reference``: the repair's
-    fallback mesh and keep_out's anchors (the white mesh for the pial one); ``fallback``: a
-    crossing-free mesh the repair alone retreats towards (the flowed white mesh for the
-    refined one), when it differs from ``reference``.
+    ``rounds`` repairs; the crossings left then retreat towards the fallback
+    (:func:`retreat_crossings`), and any the fallback has itself are the QC's to flag.
+    ``reference``: the repair's fallback mesh and keep_out's anchors (the white mesh for the
+    pial one); ``fallback``: a crossing-free mesh the repair alone retreats towards (the flowed
+    white mesh for the refined one), when it differs from ``reference``.
     """
     anchors = None if reference is None else reference.vertices
     fallback = reference if fallback is None else fallback
