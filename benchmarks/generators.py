@@ -20,7 +20,7 @@ displacement field: both built here as rules deform_template and deformation_fie
 into the same DIR reuses the fields.
 
 Every training and sampling job runs in a fresh process, so its peak RSS is its own. Per
-generator the JSON reports steps, seconds per step (the probe's median, and the mean over the
+generator the JSON reports steps, seconds per step (the probe's median after its warm-up steps, and the mean over the
 run from its training log), wall and CPU seconds and peak RSS of training and sampling, and the
 evaluate rule's metrics of its samples against the workflow's reference images (RBF and linear
 MMD, MS-SSIM within the samples and within the real images, FID only with MedicalNet weights),
@@ -70,8 +70,11 @@ from cortexgen.runtime import limit_threads  # noqa: E402
 from cortexgen.split import split_subjects  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-#: Steps of the probe that times a network's training step before its run.
-PROBE_STEPS = 4
+#: Steps of the probe that times a network's training step before its run; the first
+#: PROBE_WARMUP_STEPS are not timed (one-time costs: a 14-head ddpm probe's first two steps took
+#: 2.4 and 1.5 s, the rest 0.9 s, and a median over all four cut its training by a third).
+PROBE_STEPS = 6
+PROBE_WARMUP_STEPS = 2
 
 
 def minutes_per_model(text: str) -> dict[str, float]:
@@ -85,17 +88,20 @@ def minutes_per_model(text: str) -> dict[str, float]:
     return minutes
 
 
-def log_seconds_per_step(path: Path) -> tuple[float, float]:
+def log_seconds_per_step(path: Path, warmup_steps: int = 0) -> tuple[float, float]:
     """(median, mean) seconds per optimiser step of a training log (train_log.tsv).
 
     Each row's ``seconds`` covers the steps since the previous row; the median is over rows
-    of one step each (a probe logs every step), the mean is the rows' seconds over the last
-    step (the whole run's training loop, without loading the data or writing the model).
+    of one step each (a probe logs every step) after the rows that end within the first
+    ``warmup_steps`` steps; the mean is the rows' seconds over the last step (the whole run's
+    training loop, without loading the data or writing the model).
     """
     rows = read_table(path)
-    steps = np.diff([0] + [int(row["step"]) for row in rows])
+    ends = np.array([int(row["step"]) for row in rows])
+    steps = np.diff(np.concatenate([[0], ends]))
     seconds = np.array([float(row["seconds"]) for row in rows])
-    return float(np.median(seconds / steps)), float(seconds.sum() / steps.sum())
+    timed = ends > warmup_steps if (ends > warmup_steps).any() else np.ones(len(ends), dtype=bool)
+    return float(np.median(seconds[timed] / steps[timed])), float(seconds.sum() / steps.sum())
 
 
 def metric_values(rows: list[MetricResult]) -> dict:
@@ -339,7 +345,7 @@ def run_generator(model: str, config: dict, train: list[dict], held_out: list[di
     report = {"grid": section.get("grid"), "network": section.get("network"), "load_average_before": os.getloadavg()}
     if entry.network:
         probe = train_measured(model, section, config, inputs, folder / "probe", PROBE_STEPS, threads)
-        probe_step, _ = log_seconds_per_step(folder / "probe" / "train_log.tsv")
+        probe_step, _ = log_seconds_per_step(folder / "probe" / "train_log.tsv", PROBE_WARMUP_STEPS)
         steps = max(PROBE_STEPS, int(minutes * 60.0 / probe_step))
         report.update(minutes=minutes, probe_seconds_per_step=round(probe_step, 3), probe=probe, steps=steps)
         report["train"] = train_measured(model, section, config, inputs, folder / "trained", steps, threads)

@@ -24,6 +24,10 @@ def test_seconds_per_step_from_a_log_of_uneven_windows(tmp_path):
     median, mean = log_seconds_per_step(tmp_path / "train_log.tsv")
     assert median == pytest.approx(2.0)
     assert mean == pytest.approx(9.0 / 5)
+    # Rows ending within the warm-up are left out of the median only: 2 and 3 s per step remain.
+    median, mean = log_seconds_per_step(tmp_path / "train_log.tsv", warmup_steps=2)
+    assert median == pytest.approx(2.5)
+    assert mean == pytest.approx(9.0 / 5)
 
 
 def test_metric_values_keeps_notes_and_writes_nan_as_none():
