@@ -190,6 +190,27 @@ def test_deterministic_ddim_keeps_every_step_on_its_own_noise_level(prediction_t
     assert torch.allclose(out.double(), x0, atol=1e-5)
 
 
+
+def test_a_v_predictor_error_is_not_amplified_in_the_image_estimate_at_high_noise():
+    """Why the shipped DDPMs predict v: the same small network error (0.01) becomes an image
+    error of about 0.01 / sqrt(abar_t) (0.5 at t = 999) for an epsilon-predictor, of about 0.01
+    for a v-predictor, so an undertrained epsilon-predictor's first DDIM steps draw no brain."""
+    x0 = volumes(1, seed=5)[0][None].double().clamp(-0.99, 0.99)
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(1)).double()
+    error = 0.01 * torch.randn(x0.shape, generator=torch.Generator().manual_seed(2)).double()
+    image_error = {}
+    for kind in ("epsilon", "v_prediction"):
+        schedule = ddpm.NoiseSchedule(prediction_type=kind, clip_sample=False)
+        alphas = schedule.training_scheduler().alphas_cumprod.double()
+        t = len(alphas) - 1
+        a = alphas[t]
+        x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        truth = noise if kind == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * x0
+        estimate = ddpm.ddim_step(schedule, alphas, truth + error, t, -1, x_t)
+        image_error[kind] = float((estimate - x0).abs().mean())
+    assert image_error["v_prediction"] < 0.01
+    assert image_error["epsilon"] > 30 * image_error["v_prediction"]
+
 def test_ddim_steps_run_from_the_last_step_to_zero_without_repeats():
     for count in (1, 10, 25, 1000):
         steps = ddpm.sampling_steps(1000, count)
