@@ -220,7 +220,7 @@ def test_ddim_steps_run_from_the_last_step_to_zero_without_repeats():
 
 
 def test_ddpm_training_target_matches_forward_noise():
-    scheduler = ddpm.NoiseSchedule().training_scheduler()
+    scheduler = ddpm.NoiseSchedule(prediction_type="epsilon").training_scheduler()
     x0 = volumes(1)[0][None]
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
     t = torch.tensor([500])
@@ -228,6 +228,9 @@ def test_ddpm_training_target_matches_forward_noise():
     a = scheduler.alphas_cumprod[500]
     assert torch.allclose(x_t, a.sqrt() * x0 + (1 - a).sqrt() * noise, atol=1e-6)
     assert torch.equal(ddpm.target(scheduler, x0, t, noise), noise)
+    # The default target, v.
+    v_target = ddpm.target(ddpm.NoiseSchedule().training_scheduler(), x0, t, noise)
+    assert torch.allclose(v_target, a.sqrt() * noise - (1 - a).sqrt() * x0, atol=1e-6)
 
 
 # --- network --------------------------------------------------------------------------------
