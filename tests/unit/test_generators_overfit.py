@@ -1,9 +1,9 @@
 """Each generator, trained on two small volumes with a tiny UNet, samples them back (SSIM > 0.9).
 
-The DDPMs predict the clean sample here ("sample" prediction) instead of the noise: the
-network, loss and DDIM sampler are the same, but an x0-predictor memorises two volumes in
-about 1500 CPU steps, while an epsilon-predictor needs several times more to stop its
-x0 estimate at high noise (its error times 1/sqrt(abar_t), about 50) from washing out.
+The DDPMs predict the clean sample here ("sample" prediction) instead of v, the shipped
+default: the network, loss and DDIM sampler are the same, and an x0-predictor memorises two
+volumes in about 1500 CPU steps, while an epsilon-predictor needs several times more to stop
+its x0 estimate at high noise (its error times 1/sqrt(abar_t), about 50) from washing out.
 """
 
 import os
