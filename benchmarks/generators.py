@@ -100,7 +100,8 @@ def log_seconds_per_step(path: Path, warmup_steps: int = 0) -> tuple[float, floa
     ends = np.array([int(row["step"]) for row in rows])
     steps = np.diff(np.concatenate([[0], ends]))
     seconds = np.array([float(row["seconds"]) for row in rows])
-    timed = ends > warmup_steps if (ends > warmup_steps).any() else np.ones(len(ends), dtype=bool)
+    timed = ends > warmup_steps
+    timed = timed if timed.any() else np.ones(len(ends), dtype=bool)
     return float(np.median(seconds[timed] / steps[timed])), float(seconds.sum() / steps.sum())
 
 

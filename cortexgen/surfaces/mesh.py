@@ -154,7 +154,7 @@ def intersecting_faces(mesh: Mesh, leaf_faces: int = 4) -> np.ndarray:
         used, faces = np.unique(mesh.faces[subset], return_inverse=True)
         return int(cat_surf.count_intersections(mesh.vertices[used], faces.reshape(-1, 3)))
 
-    found, pending = [], [np.arange(len(mesh.faces))] if crossings(np.arange(len(mesh.faces))) else []
+    found, pending = [], [np.arange(len(mesh.faces))] if count_self_intersections(mesh) else []
     while pending:
         subset = pending.pop()
         centres = 0.5 * (low[subset] + high[subset])
