@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from cortexgen.preprocess.bias import foreground_volume_ml, head_mask, looks_skull_stripped, n4_correct
+from cortexgen.preprocess.bias import filled, foreground_volume_ml, head_mask, looks_skull_stripped, n4_correct
 
 
 def _cv(values: np.ndarray) -> float:
@@ -139,3 +139,19 @@ def test_n4_with_the_shipped_settings(biased_case, phantom_lib):
         np.asarray(biased_case["corrected"].dataobj)[region]
     )
     assert ratio > default_ratio
+
+
+@pytest.mark.parametrize("slices_across", [None, 0, 1, 2])
+def test_filled_fills_the_holes_binary_fill_holes_fills(slices_across):
+    """The labelling fill gives scipy's fill, in 3D and slice by slice, on masks with
+    enclosed holes, holes open to a border and holes closed only within slices."""
+    rng = np.random.default_rng(7)
+    for _ in range(5):
+        mask = ndimage.binary_opening(rng.random((24, 30, 27)) > 0.45) ^ (rng.random((24, 30, 27)) > 0.9)
+        if slices_across is None:
+            expected = ndimage.binary_fill_holes(mask)
+        else:
+            slices = np.moveaxis(mask, slices_across, 0)
+            expected = np.moveaxis(np.stack([ndimage.binary_fill_holes(s) for s in slices]), 0, slices_across)
+        assert not np.array_equal(expected, mask)
+        np.testing.assert_array_equal(filled(mask, slices_across), expected)
