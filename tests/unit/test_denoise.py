@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from cortexgen.preprocess.bias import head_mask
 from cortexgen.preprocess.denoise import DENOISE_METHODS, SANLM_RIM_VOXELS, denoise_rician, head_support
 
 MIN_PSNR_GAIN_DB = {"sanlm": 6.0, "ants": 5.0}
@@ -103,18 +104,33 @@ def test_sanlm_is_deterministic(rician_case, denoised):
 
 def test_sanlm_filters_the_head_and_its_margin_only(rician_case, denoised):
     img, phantom = rician_case["img"], rician_case["phantom"]
-    assert head_support(img, 12)[phantom.head].all()
+    head = head_mask(img)
     out = np.asarray(denoised("sanlm").dataobj)
     changed = out != np.clip(rician_case["noisy"], 0, None)
     assert changed[phantom.head].mean() > 0.99
+    assert changed[head_support(head, 6 - SANLM_RIM_VOXELS)].mean() > 0.99
     # The margin's outer rim (next to the zeroed air) and the air keep their raw values.
-    assert not changed[~head_support(img, 12 - SANLM_RIM_VOXELS)].any()
+    assert not changed[~head_support(head, 6 - SANLM_RIM_VOXELS)].any()
     # Inside the brain the result is the whole field's: measured mean 100.00 vs 99.99,
     # std 1.50 vs 1.32 (the noisy input's: 7.0).
     whole = np.asarray(denoise_rician(img, method="sanlm", head_margin_voxels=None).dataobj)
     region = ndimage.binary_erosion(phantom.labels == rician_case["lib"].BRAIN, iterations=2)
     assert abs(float(out[region].mean()) - float(whole[region].mean())) < 0.1
     assert float(out[region].std()) < 1.3 * float(whole[region].std())
+
+
+def test_the_margin_reaches_as_far_as_the_filter_in_every_direction():
+    """SANLM's search cube and patch reach 4 voxels along the diagonals too, so the head
+    grows as a cube: one voxel grown by 2 is a 5 x 5 x 5 block."""
+    head = np.zeros((9, 9, 9), dtype=bool)
+    head[4, 4, 4] = True
+    grown = head_support(head, 2)
+    assert grown.sum() == 125 and grown[2:7, 2:7, 2:7].all()
+
+
+def test_a_margin_narrower_than_the_filter_is_refused(rician_case):
+    with pytest.raises(ValueError, match=f"at least {SANLM_RIM_VOXELS}"):
+        denoise_rician(rician_case["img"], method="sanlm", head_margin_voxels=SANLM_RIM_VOXELS - 1)
 
 
 def test_unknown_method(rician_case):
