@@ -114,7 +114,7 @@ def workflow_run(bids: Path, config: Path, scans: list, threads: int, workdir: P
         with open(benchmark, newline="") as handle:
             row = next(csv.DictReader(handle, delimiter="\t"))
         log = (workdir / "logs" / "preprocess" / scan.subdir / f"{scan.prefix}.log").read_text()
-        steps = ast.literal_eval(log.split("seconds per step (denoising beside the imports and the head mask): ", 1)[1].splitlines()[0])
+        steps = ast.literal_eval(log.split("seconds per step (head mask and denoising beside the imports): ", 1)[1].splitlines()[0])
         head = nib.load(folder / f"{scan.prefix}_space-{space}_desc-head_T1w.nii.gz")
         mask = np.asarray(nib.load(folder / f"{scan.prefix}_space-{space}_desc-brain_mask.nii.gz").dataobj) > 0
         template_here = template_brain_mask(template_mask, head)

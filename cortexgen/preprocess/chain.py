@@ -1,14 +1,16 @@
-"""One head through the whole preprocessing chain in one job, in two processes.
+"""One head through the whole preprocessing chain in one job, in three processes.
 
 raw -> SANLM denoise (Rician) -> N4 -> affine to the MNI head template -> deepbet -> normalise.
 
-The job forks a worker before it imports ANTs or torch. The worker denoises while the job
-imports ANTs and torch, loads deepbet and makes the head mask (about 3.5 s of single-threaded
-work beside the filter's two threads); N4 then runs here with the job's threads (its result
-depends on their number, not on the run), and the affine in the worker with one ITK thread,
-with which it is the same on every rerun (with more, the metric's threaded sums change order
-and reruns end in different optima). ITK reads its thread count once per process, when
-ANTs is first imported, hence the second process.
+The job forks a worker before it imports ANTs or torch. The worker makes the head mask and
+denoises the head and a margin while the job imports ANTs; N4 then runs here with the job's
+threads (its result depends on their number, not on the run), and the affine in a second
+worker with one ITK thread, with which it is the same on every rerun (with more, the
+metric's threaded sums change order and reruns end in different optima), while the job
+writes the native images and loads deepbet. ITK reads its thread count once per process,
+when it is first used, hence the second process, forked after the job has imported ANTs.
+Every step beside the filter competes with its two threads, so what runs beside it is kept
+to the one import the next steps need.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from cortexgen.preprocess.denoise import denoise_rician
 from cortexgen.preprocess.normalize import normalize_and_resize
 from cortexgen.preprocess.register import (
     AffineSettings,
+    coarse_moving,
     coarse_target,
     itk_affine_to_ras,
     register_head,
@@ -42,8 +45,8 @@ class Preprocessed:
     Attributes:
         denoised: SANLM-filtered head, native grid (float32).
         corrected: ``denoised`` divided by the N4 bias field, native grid (float32).
-        head_mask: the raw head's mask, N4 fitted in it, native grid (bool array); made from
-            the raw head so that it overlaps the filter.
+        head_mask: the raw head's mask, native grid (bool array): the filter runs on it and
+            its margin, N4 fits in it.
         head: ``corrected`` resampled onto the template grid (float32).
         transform: the ANTs affine (template -> scan points), for ``ants.write_transform``.
         ras_matrix: the same as a 4x4 RAS mm matrix.
@@ -68,35 +71,40 @@ class Preprocessed:
 
 
 def _niced(function, *args):
-    """``function(*args)`` and its wall seconds, as run in the forked process.
+    """``function(*args)``, as run in the forked process.
 
     The process yields to its parent (niceness 10): the denoising filter takes every core it
-    sees, and the parent's single-threaded imports and head mask, which overlap it, would
-    otherwise wait their turn.
+    sees, and the parent's single-threaded imports, which overlap it, would otherwise wait
+    their turn.
     """
     os.nice(max(0, 10 - os.nice(0)))  # the worker runs several calls: niced once
+    return function(*args)
+
+
+def _head_and_denoised(raw: nib.Nifti1Image, denoise: dict) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The head mask and the denoising step (config ``preprocess.denoise``) on the head and
+    its margin: ``(mask, denoised float32 array, seconds of each)``."""
     start = time.perf_counter()
-    return function(*args), time.perf_counter() - start
-
-
-def _denoised_data(raw: nib.Nifti1Image, denoise: dict) -> np.ndarray:
-    """The denoising step (config ``preprocess.denoise``) as a float32 array."""
-    denoised = denoise_rician(raw, denoise["method"], denoise["strength"], denoise["head_margin_voxels"])
-    return np.asarray(denoised.dataobj, dtype=np.float32)
+    mask = head_mask(raw)
+    seconds = {"head_mask": time.perf_counter() - start}
+    start = time.perf_counter()
+    denoised = denoise_rician(raw, denoise["method"], denoise["strength"], denoise["head_margin_voxels"], mask)
+    seconds["denoise"] = time.perf_counter() - start
+    return mask, np.asarray(denoised.dataobj, dtype=np.float32), seconds
 
 
 def _prepare_registration(template, template_brain_mask, settings: dict) -> None:
     """In the forked registration process, before the affine is asked for (beside the
-    filter): one ITK thread, read once when ANTs is first imported (1.5 s of imports), and the
-    template on the optimisation grid (:func:`coarse_target`, kept for the affine)."""
+    filter): one ITK thread, read once, when ITK is first used, and the template on the
+    optimisation grid (:func:`coarse_target`, kept for the affine)."""
     os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1"
     coarse_target(template, template_brain_mask, AffineSettings.from_config(settings["registration"]))
 
 
-def _registration(head, template, template_brain_mask, settings: dict, transform_path: str) -> bool:
-    """The affine (:func:`register_head`), written to ``transform_path`` (an ANTs transform
-    cannot be pickled back from the forked process); returns whether the scan looked
-    skull-stripped."""
+def _registration(head, head_coarse, template, template_brain_mask, settings: dict, transform_path: str) -> bool:
+    """The affine (:func:`register_head`; ``head_coarse``: :func:`coarse_moving` of
+    ``head``), written to ``transform_path`` (an ANTs transform cannot be pickled back from
+    the forked process); returns whether the scan looked skull-stripped."""
     import ants
 
     registration, skull_stripped = register_head(
@@ -104,6 +112,7 @@ def _registration(head, template, template_brain_mask, settings: dict, transform
         skullstripped_max_volume_ml=settings["skullstripped_max_volume_ml"],
         settings=AffineSettings.from_config(settings["registration"]),
         resample=False,
+        moving_coarse=head_coarse,
     )
     ants.write_transform(registration.transform, transform_path)
     return skull_stripped
@@ -116,7 +125,7 @@ def preprocess_head(
     settings: dict,
     source: str | None = None,
     parallel: bool = True,
-    on_native=None,
+    on_ready=None,
 ) -> Preprocessed:
     """Run the whole chain on one head.
 
@@ -125,47 +134,49 @@ def preprocess_head(
         template, template_brain_mask: the MNI head template and its brain mask.
         settings: config ``preprocess`` (validated by config/schema.yaml).
         source: the scan's file, named in error messages.
-        parallel: denoise in a forked process while this one imports ANTs and torch and
-            makes the head mask, and run the affine in another, with one ITK thread (where
-            the platform can fork). ``False`` runs every step here, one after the other:
+        parallel: make the head mask and denoise in a forked process while this one
+            imports ANTs, and run the affine in another, with one ITK thread (where the
+            platform can fork). ``False`` runs every step here, one after the other:
             the same result when this process has one ITK thread.
-        on_native: called as ``on_native(denoised, corrected, head_mask)`` (the native-space
-            images) while the affine runs, e.g. to write them.
+        on_ready: called as ``on_ready({name: image})`` as soon as intermediates are made
+            (``denoised`` and ``head_mask`` (uint8), then ``corrected``, ``head``, ``brain``
+            and ``brain_mask``; names as :class:`Preprocessed`'s), e.g. to write them in
+            the background; it should return at once.
 
     Returns:
         :class:`Preprocessed`.
     """
     import tempfile
 
+    def ready(images: dict) -> None:
+        if on_ready is not None:
+            on_ready(images)
+
     seconds: dict[str, float] = {}
     data = np.clip(np.asarray(raw.dataobj, dtype=np.float32), 0, None)
     raw = nib.Nifti1Image(data, raw.affine)
     fork = parallel and "fork" in multiprocessing.get_all_start_methods()
-    # Both forked before this process imports ANTs or torch: the registration process sets its
-    # own ITK thread count, and a fork would break thread pools already started.
+    # Both forked before this process starts a thread pool (ITK's, torch's), which a fork
+    # would break.
     context = multiprocessing.get_context("fork")
     denoiser = ProcessPoolExecutor(1, mp_context=context) if fork else None
     registrar = ProcessPoolExecutor(1, mp_context=context) if fork else None
     try:
         if fork:
-            pending_denoised = denoiser.submit(_niced, _denoised_data, raw, settings["denoise"])
-            registrar.submit(_prepare_registration, template, template_brain_mask, settings)
-        start = time.perf_counter()
-        mask = head_mask(raw)
-        seconds["head_mask"] = time.perf_counter() - start
-        if settings["skullstrip"]["method"] == "deepbet":
-            start = time.perf_counter()
-            deepbet_extractor()
-            seconds["deepbet_load"] = time.perf_counter() - start
-        import ants  # 1.5 s of imports, while the filter runs
+            pending_denoised = denoiser.submit(_niced, _head_and_denoised, raw, settings["denoise"])
+        import ants  # 1.1 s of imports, while the head mask and the filter are made
 
         if fork:
-            denoised_data, seconds["denoise"] = pending_denoised.result()
-        else:
-            start = time.perf_counter()
-            denoised_data = _denoised_data(raw, settings["denoise"])
-            seconds["denoise"] = time.perf_counter() - start
+            # Forked with ANTs imported (once for both processes) but before ITK's first use,
+            # when it reads its thread count: one in the worker, the job's here.
+            registrar.submit(_prepare_registration, template, template_brain_mask, settings)
+
+        mask, denoised_data, denoise_seconds = (
+            pending_denoised.result() if fork else _head_and_denoised(raw, settings["denoise"])
+        )
+        seconds.update(denoise_seconds)
         denoised = nib.Nifti1Image(denoised_data, raw.affine)
+        ready({"denoised": denoised, "head_mask": nib.Nifti1Image(mask.astype(np.uint8), raw.affine)})
 
         n4 = settings["n4"]
         start = time.perf_counter()
@@ -177,10 +188,18 @@ def preprocess_head(
         start = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="cortexgen-affine-") as folder:
             path = os.path.join(folder, "affine.mat")
-            arguments = (corrected, template, template_brain_mask, settings, path)
+            # The optimisation grid's copy made here, with the job's threads, not in the
+            # one-thread worker.
+            corrected_coarse = coarse_moving(corrected, AffineSettings.from_config(settings["registration"]))
+            arguments = (corrected, corrected_coarse, template, template_brain_mask, settings, path)
             pending = registrar.submit(_registration, *arguments) if fork else None
-            if on_native is not None:
-                on_native(denoised, corrected, mask)
+            ready({"corrected": corrected})
+            if settings["skullstrip"]["method"] == "deepbet":
+                # torch's import and the weights (1.4 s) on the core the one-thread affine
+                # leaves free, not beside the filter, which takes both.
+                loading = time.perf_counter()
+                deepbet_extractor()
+                seconds["deepbet_load"] = time.perf_counter() - loading
             skull_stripped = pending.result() if fork else _registration(*arguments)
             transform = ants.read_transform(path)
         seconds["mni_affine"] = time.perf_counter() - start
@@ -192,6 +211,7 @@ def preprocess_head(
     start = time.perf_counter()
     head = resample_to_template(corrected, template, transform)
     seconds["resample"] = time.perf_counter() - start
+    ready({"head": head})
 
     strip = settings["skullstrip"]
     start = time.perf_counter()
@@ -206,6 +226,7 @@ def preprocess_head(
         bfloat16=strip["bfloat16"],
     )
     seconds["skullstrip"] = time.perf_counter() - start
+    ready({"brain": brain, "brain_mask": brain_mask})
     start = time.perf_counter()
     image, image_mask = normalize_and_resize(
         brain, brain_mask, shape=tuple(settings["shape"]), percentiles=tuple(settings["normalize"]["percentiles"])

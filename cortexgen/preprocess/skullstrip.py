@@ -42,13 +42,14 @@ def deepbet_brain_mask(
 
     extractor = deepbet_extractor()
     data = np.asarray(img.dataobj, dtype=np.float32)
-    canonical = nib.Nifti1Image(data, img.affine)
     if nib.aff2axcodes(img.affine) != ("R", "A", "S"):
         raise ValueError("deepbet_brain_mask expects an image in RAS+ orientation (e.g. on the template grid)")
     native = bfloat16 and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    # BrainExtraction.run's steps up to its mask; the masked image, volume and reorientation
+    # it also makes (the image is RAS+ already) are not needed.
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=native):
-        _, mask_img, _ = extractor.run(canonical, threshold=threshold, n_dilate=n_dilate)
-    return np.asarray(mask_img.dataobj).astype(bool)
+        probability = extractor.run_model(data.copy())
+    return np.asarray(extractor.postprocess(probability > threshold, n_dilate), dtype=bool)
 
 
 def template_brain_mask(template_mask: nib.Nifti1Image, target: nib.Nifti1Image) -> np.ndarray:
