@@ -37,6 +37,29 @@ def limit_threads(threads: int) -> None:
         sys.modules["torch"].set_num_threads(threads)
 
 
+def lower_thread_priority(niceness: int = 10) -> None:
+    """Lower the calling thread's scheduling priority (Linux: niceness is per thread), e.g.
+    as a background writer pool's initializer, so that it runs on cycles the job's own
+    steps leave idle. Where the platform cannot, the thread keeps its priority."""
+    import threading
+
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+
+
+def exit_without_teardown() -> None:
+    """A job script's last call: flush and end the process now. The interpreter's teardown
+    walks every object torch, ANTs and their imports made (0.6 s of a 15 s preprocessing job
+    on the 2-core machine) only to free memory the exit frees anyway. Whatever the job wrote
+    is closed by then (outputs are written atomically, :func:`job_log` closes its handlers).
+    Never call it from a process that has more to do, e.g. a test run.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 @contextlib.contextmanager
 def job_log(log_path: str | Path | None, source: str | Path | None = None) -> Iterator[logging.Logger]:
     """Send logging (and a failure's full traceback) to ``log_path`` as well as stderr.

@@ -4,17 +4,18 @@ One job per head instead of one per step: each step's own job cost a Python star
 imports and a NIfTI write and read, about as much as the steps themselves.
 """
 
-from cortexgen.runtime import job_log, limit_threads
+from cortexgen.runtime import exit_without_teardown, job_log, limit_threads, lower_thread_priority
 
 limit_threads(snakemake.threads)
 
 import os  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
 
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
 from cortexgen.derivatives import bids_uri, resolution_sidecar, write_json  # noqa: E402
-from cortexgen.io import load_t1w, save_niftis, voxel_sizes  # noqa: E402
+from cortexgen.io import load_t1w, save_nifti, voxel_sizes  # noqa: E402
 from cortexgen.preprocess.bias import foreground_volume_ml  # noqa: E402
 from cortexgen.preprocess.chain import preprocess_head  # noqa: E402
 from cortexgen.preprocess.register import save_transform  # noqa: E402
@@ -25,17 +26,19 @@ with job_log(snakemake.log[0], source=params.raw) as log:
     raw = load_t1w(params.raw, max_voxel_size_mm=settings["max_voxel_size_mm"])
     log.info("%s: %s voxels", params.raw, raw.shape)
 
-    def write_native(denoised, corrected, head_mask):
-        """The native-space images, written while the affine runs in the other process."""
-        save_niftis({
-            output.denoised: denoised,
-            output.corrected: corrected,
-            output.head_mask: nib.Nifti1Image(head_mask.astype(np.uint8), raw.affine),
-        })
+    # Every image is written by background threads (zlib releases the GIL) at a lower
+    # priority, so that the writes take the cycles the steps leave idle (the one-thread
+    # affine, resampling, deepbet's own pre- and post-processing) rather than theirs.
+    writer = ThreadPoolExecutor(snakemake.threads, initializer=lower_thread_priority)
+    written = []
+
+    def write_later(images: dict) -> None:
+        """``{output name: image}``, written in the background."""
+        written.extend(writer.submit(save_nifti, image, getattr(output, name)) for name, image in images.items())
 
     result = preprocess_head(
         raw, nib.load(snakemake.input.template), nib.load(snakemake.input.template_brain_mask), settings,
-        source=params.raw, on_native=write_native,
+        source=params.raw, on_ready=write_later,
     )
     log.info("head mask %.0f mL", foreground_volume_ml(raw, result.head_mask))
     if result.skull_stripped:
@@ -44,15 +47,12 @@ with job_log(snakemake.log[0], source=params.raw) as log:
     log.info("brain mask (%s): %.0f mL", settings["skullstrip"]["method"],
              foreground_volume_ml(result.brain_mask, np.asarray(result.brain_mask.dataobj) > 0))
     log.info("grid %s, voxel size %s mm", result.image.shape, voxel_sizes(result.image).round(3).tolist())
-    log.info("seconds per step (denoising beside the imports and the head mask): %s", result.seconds)
+    log.info("seconds per step (head mask and denoising beside the imports): %s", result.seconds)
     save_transform(result.transform, output.xfm)
-    save_niftis({
-        output.head: result.head,
-        output.brain: result.brain,
-        output.brain_mask: result.brain_mask,
-        output.image: result.image,
-        output.image_mask: result.image_mask,
-    }, threads=snakemake.threads)
+    write_later({"image": result.image, "image_mask": result.image_mask})
+    for image in written:
+        image.result()
+    writer.shutdown()
     source = os.path.relpath(params.raw, params.bids_dir)
     grid = (result.image.shape, voxel_sizes(result.image).round(4).tolist(), params.space, source)
     write_json(resolution_sidecar(*grid), output.image_json)
@@ -72,3 +72,4 @@ with job_log(snakemake.log[0], source=params.raw) as log:
         (output.brain_json, True, f"In {params.space}, brain mask applied", here(output.head, output.brain_mask)),
     ):
         write_json({"SkullStripped": bool(stripped), "Description": description, "Sources": sources}, path)
+exit_without_teardown()

@@ -1,6 +1,6 @@
 """Rule qc_preproc: one PNG with three orthogonal slices after each preprocessing step."""
 
-from cortexgen.runtime import job_log, limit_threads
+from cortexgen.runtime import exit_without_teardown, job_log, limit_threads
 
 limit_threads(snakemake.threads)
 
@@ -24,3 +24,4 @@ with job_log(snakemake.log[0], source=snakemake.params.raw):
     with atomic_output(snakemake.output.png) as tmp:
         figure.savefig(tmp, dpi=72)
     plt.close(figure)
+exit_without_teardown()

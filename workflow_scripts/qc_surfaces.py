@@ -1,6 +1,6 @@
 """Rule qc_surfaces: per-hemisphere surface QC row (TSV, with flags) and a figure (contours + thickness)."""
 
-from cortexgen.runtime import job_log, limit_threads
+from cortexgen.runtime import exit_without_teardown, job_log, limit_threads
 
 limit_threads(snakemake.threads)
 
@@ -44,3 +44,4 @@ with job_log(snakemake.log[0], source=snakemake.input.brain) as log:
     with atomic_output(snakemake.output.png) as tmp:
         figure.savefig(tmp, dpi=80)
     plt.close(figure)
+exit_without_teardown()

@@ -1,7 +1,7 @@
 """Rule segment: CSF/GM/WM partial-volume fractions of the 1 mm MNI brain (CAT12 AMAP) and its
 cortex-only partition (cerebellum and brainstem apart, deep grey matter filled, hemispheres split)."""
 
-from cortexgen.runtime import job_log, limit_threads
+from cortexgen.runtime import exit_without_teardown, job_log, limit_threads
 
 limit_threads(snakemake.threads)
 
@@ -32,3 +32,4 @@ with job_log(snakemake.log[0], source=snakemake.input.brain) as log:
     for name in ("csf", "gm", "wm"):
         save_nifti(nib.Nifti1Image(getattr(tissue, name), brain.affine), getattr(snakemake.output, name))
     save_nifti(nib.Nifti1Image(partition, brain.affine), snakemake.output.partition)
+exit_without_teardown()

@@ -1,6 +1,6 @@
 """Rule surface_sdf: signed distances (mm, negative inside) of pial and white surfaces on the model grid."""
 
-from cortexgen.runtime import job_log, limit_threads
+from cortexgen.runtime import exit_without_teardown, job_log, limit_threads
 
 limit_threads(snakemake.threads)
 
@@ -46,3 +46,4 @@ with job_log(snakemake.log[0]) as log:
     write_json(sidecar(Description="Cortical ribbon: inside the pial and outside the white surfaces",
                        Type="ROI", Sources=sources(snakemake.input.white, snakemake.input.pial)),
                snakemake.output.ribbon_json)
+exit_without_teardown()

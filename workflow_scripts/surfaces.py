@@ -1,6 +1,6 @@
 """Rule surfaces: the fsaverage template carried onto the subject's cerebrum and fitted to its tissue."""
 
-from cortexgen.runtime import job_log, limit_threads
+from cortexgen.runtime import exit_without_teardown, job_log, limit_threads
 
 limit_threads(snakemake.threads)
 
@@ -49,3 +49,4 @@ with job_log(snakemake.log[0], source=snakemake.input.gm) as log:
         save_surface(result.midthickness, snakemake.output.midthickness[i])
         save_shape(result.thickness, snakemake.output.thickness[i])
         save_shape(native, snakemake.output.native_thickness[i])
+exit_without_teardown()

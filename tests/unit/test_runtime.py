@@ -99,3 +99,24 @@ def test_job_log_without_file(capsys):
     assert "INFO no file" in err
     assert "ERROR FAILED" in err
     assert logging.getLogger("cortexgen").handlers == []
+
+
+def test_exit_without_teardown_keeps_what_the_job_wrote_and_succeeds(tmp_path):
+    """The process ends with status 0, its buffered output and its job log written, and
+    nothing after the call runs (no teardown, no atexit handlers)."""
+    import subprocess
+
+    script = f"""
+import atexit
+from cortexgen.runtime import exit_without_teardown, job_log
+atexit.register(lambda: print("atexit ran"))
+with job_log({str(tmp_path / "job.log")!r}) as log:
+    log.info("written before the exit")
+print("buffered stdout", end="")
+exit_without_teardown()
+print("after the exit")
+"""
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout == "buffered stdout"
+    assert "written before the exit" in (tmp_path / "job.log").read_text()
