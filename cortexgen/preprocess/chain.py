@@ -53,7 +53,7 @@ class Preprocessed:
         skull_stripped: the scan had no skull and was registered to the template's brain.
         brain, brain_mask: the skull-stripped head and its mask, template grid.
         image, image_mask: intensities in [0, 1] in the brain, on the model grid.
-        seconds: wall seconds of each step (the filter's overlap the imports and the head mask).
+        seconds: wall seconds of each step (the head mask's and the filter's overlap the imports).
     """
 
     denoised: nib.Nifti1Image
