@@ -37,7 +37,7 @@ def limit_threads(threads: int) -> None:
         sys.modules["torch"].set_num_threads(threads)
 
 
-def lower_thread_priority(niceness: int = 10) -> None:
+def lower_thread_priority(niceness: int = 19) -> None:
     """Lower the calling thread's scheduling priority (Linux: niceness is per thread), e.g.
     as a background writer pool's initializer, so that it runs on cycles the job's own
     steps leave idle. Where the platform cannot, the thread keeps its priority."""
