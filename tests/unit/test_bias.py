@@ -155,3 +155,26 @@ def test_filled_fills_the_holes_binary_fill_holes_fills(slices_across):
             expected = np.moveaxis(np.stack([ndimage.binary_fill_holes(s) for s in slices]), 0, slices_across)
         assert not np.array_equal(expected, mask)
         np.testing.assert_array_equal(filled(mask, slices_across), expected)
+
+
+def test_head_mask_keeps_the_side_a_receive_coil_left_dim(noisy_head, phantom_lib):
+    """A head whose one side a coil's bias dims to a third: the mask still holds all of the
+    brain (with Otsu's full threshold it lost the dim side's cortex, which N4 then left
+    uncorrected: 0.9-1.2 % of the brain on ds000022 sub-01, -04, -06)."""
+    data = np.asarray(noisy_head.img.dataobj, dtype=np.float32)
+    ramp = np.linspace(1.0, 0.3, data.shape[0], dtype=np.float32)[:, None, None]
+    mask = head_mask(nib.Nifti1Image(data * ramp, noisy_head.img.affine))
+    assert mask[noisy_head.labels == phantom_lib.BRAIN].all()
+    assert not mask[ndimage.binary_dilation(noisy_head.head, iterations=3) == 0].any()
+
+
+def test_head_mask_reaches_the_edge_of_a_field_of_view_that_cuts_the_head(noisy_head):
+    """A head cut by the field of view keeps its voxels up to the edge (scipy's closing
+    erodes as if beyond the array were background and took 3 voxels off)."""
+    columns = np.flatnonzero(noisy_head.head.any(axis=(1, 2)))
+    cut = slice(columns[0] + 6, None)  # 6 voxels into the head
+    data = np.asarray(noisy_head.img.dataobj, dtype=np.float32)[cut]
+    mask = head_mask(nib.Nifti1Image(data, noisy_head.img.affine))
+    head = noisy_head.head[cut]
+    assert head[0].sum() > 100
+    assert mask[:3][head[:3]].mean() > 0.95
