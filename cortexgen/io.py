@@ -202,16 +202,6 @@ def save_nifti(img: nib.spatialimages.SpatialImage, path: str | Path) -> None:
         nib.save(img, str(tmp))
 
 
-def save_niftis(images: dict, threads: int = 1) -> None:
-    """Write each ``{path: image}`` atomically, ``threads`` at a time (zlib compresses with
-    the GIL released, so gzipped files are written in parallel)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max(1, int(threads))) as pool:
-        for written in [pool.submit(save_nifti, image, path) for path, image in images.items()]:
-            written.result()
-
-
 def write_table(rows: Sequence[dict], path: str | Path) -> None:
     """Rows as TSV (columns: the union of the rows' keys, in first-seen order), written atomically."""
     columns = list(dict.fromkeys(key for row in rows for key in row))
