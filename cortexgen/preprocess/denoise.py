@@ -8,10 +8,10 @@ Two engines, chosen in config (``preprocess.denoise.method``):
   It filters only the head mask and a margin around it (:func:`head_support`): libCAT
   skips voxels that are exactly 0, so the air, two thirds of a ds000022 field of view, is
   zeroed for the filter and keeps its raw values after. On ds000022 sub-03 that cut the
-  filter's CPU time from 29 s to 8-9 s (a 12-voxel margin around an Otsu head); the head
-  mask with the narrowest margin the filter allows took sub-01 from 6.6 to 5.4 s on 2
-  threads, and denoise + N4 on the Colin27 phantom of benchmarks/preprocess.py scored
-  28.87 dB against 28.94.
+  filter's CPU time from 29 s to 8-9 s (a 12-voxel margin around an Otsu head). With the
+  head mask and the narrowest margin the filter allows, sub-01 takes 6.8 s on 2 threads
+  (12.3 CPU s), and denoise + N4 on the Colin27 phantom of benchmarks/preprocess.py scores
+  29.12 dB.
 * ``ants``: ANTs' ``DenoiseImage`` (Manjon's adaptive NLM), kept for comparison.
 """
 
