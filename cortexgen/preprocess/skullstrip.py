@@ -48,8 +48,68 @@ def deepbet_brain_mask(
     # BrainExtraction.run's steps up to its mask; the masked image, volume and reorientation
     # it also makes (the image is RAS+ already) are not needed.
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=native):
-        probability = extractor.run_model(data.copy())
+        probability = deepbet_probability(extractor, data)
     return np.asarray(extractor.postprocess(probability > threshold, n_dilate), dtype=bool)
+
+
+def deepbet_probability(extractor, data: np.ndarray) -> np.ndarray:
+    """Brain probability per voxel, as deepbet 1.0.2's ``BrainExtraction.run_model`` makes it.
+
+    The same steps and the same numbers (tested against it), but its two intensity
+    percentiles are found by selection rather than by sorting the 128^3 copy twice:
+    0.06 instead of 0.4 s of one core, which nothing else overlaps. Sets
+    ``extractor.bbox``, which its ``postprocess`` reads.
+
+    Args:
+        extractor: :func:`deepbet_extractor`'s networks.
+        data: float32 head, RAS+ (not modified).
+
+    Returns:
+        float32 array of ``data``'s shape, in [0, 1].
+    """
+    import torch
+    import torch.nn.functional as F
+    from deepbet.utils import keep_largest_connected_component, normalize
+
+    device = next(extractor.model.parameters()).device
+    x = torch.nan_to_num(torch.from_numpy(np.array(data, dtype=np.float32)).to(device))
+    probability = torch.zeros_like(x)
+    # The bounding-box network sees a 128^3 copy; its percentiles scale both networks' input.
+    x_small = F.interpolate(x[None, None], (128, 128, 128), mode="nearest-exact")[0, 0]
+    low, high = (sorted_quantile(x_small, q) for q in (0.005, 0.995))
+    with torch.no_grad():
+        small = extractor.bbox_model(normalize(x_small, low, high)[None, None])[0, 1]
+    small = torch.from_numpy(keep_largest_connected_component((small > 0.5).float().cpu().numpy())).to(device)
+    extractor.bbox = extractor.get_bbox_with_margin(small, probability.shape, 0.1)
+    # The brain network sees the box with a 10 % margin on a 256^3 grid.
+    x = F.interpolate(x[extractor.bbox][None, None], (256, 256, 256), mode="nearest-exact")[0, 0]
+    with torch.no_grad():
+        boxed = extractor.model(normalize(x, low, high)[None, None])[0, 1]
+    probability[extractor.bbox] = F.interpolate(boxed[None, None], probability[extractor.bbox].shape,
+                                                mode="nearest-exact")[0, 0]
+    return probability.cpu().numpy()
+
+
+def sorted_quantile(values, q: float):
+    """``torch.quantile(values, q)`` (linear interpolation), bit for bit, from the two order
+    statistics it interpolates (``torch.kthvalue``, linear time) instead of a full sort.
+
+    Args:
+        values: a float tensor, any shape, no NaN.
+        q: in [0, 1].
+
+    Returns:
+        0-d tensor of ``values``' dtype.
+    """
+    import torch
+
+    flat = values.reshape(-1)
+    # torch.quantile's rank, in the tensor's dtype: q * (n - 1).
+    rank = torch.tensor(q, dtype=flat.dtype) * (flat.numel() - 1)
+    below, above = int(rank.long()), int(rank.ceil().long())
+    low = torch.kthvalue(flat, below + 1).values
+    high = low if above == below else torch.kthvalue(flat, above + 1).values
+    return torch.lerp(low, high, rank - below)
 
 
 def template_brain_mask(template_mask: nib.Nifti1Image, target: nib.Nifti1Image) -> np.ndarray:

@@ -1,7 +1,8 @@
-"""cortexgen.preprocess.skullstrip: the template-mask path and the volume check.
+"""cortexgen.preprocess.skullstrip: the template-mask path, the volume check, and deepbet's
+steps as cortexgen runs them against deepbet's own.
 
-deepbet is not tested here: a CNN on a synthetic phantom says nothing (it is tested on
-real heads elsewhere).
+deepbet's masks are not judged here: a CNN on a synthetic phantom says nothing (it is
+tested on real heads elsewhere).
 """
 
 from __future__ import annotations
@@ -108,3 +109,34 @@ def test_mask_dice():
     assert mask_dice(a, c) == pytest.approx(2 * 250 / (500 + 250))
     assert mask_dice(np.zeros_like(a), np.zeros_like(a)) == 1.0
     assert mask_dice(a.astype(np.uint8), a.astype(np.float32)) == 1.0
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 1000, 128**3])
+def test_sorted_quantile_is_torch_quantile_bit_for_bit(n):
+    import torch
+
+    from cortexgen.preprocess.skullstrip import sorted_quantile
+
+    generator = torch.Generator().manual_seed(n)
+    values = torch.rand(n, generator=generator) * 1000
+    for data in (values, values.round()):  # and with ties
+        for q in (0.0, 0.005, 1 / 3, 0.5, 0.995, 1.0):
+            assert torch.equal(sorted_quantile(data, q), torch.quantile(data, q)), (n, q)
+
+
+def test_deepbet_probability_is_deepbets_run_model(full_size_brain):
+    """The same probabilities and box as deepbet's own run_model (a phantom says nothing
+    about deepbet's quality, but the two code paths must agree on any input)."""
+    from cortexgen.preprocess.skullstrip import deepbet_extractor, deepbet_probability
+
+    data = np.asarray(full_size_brain.img.dataobj, dtype=np.float32)
+    original = data.copy()
+    extractor = deepbet_extractor()
+    expected = extractor.run_model(data.copy())
+    expected_box = extractor.bbox
+    extractor.bbox = None
+    probability = deepbet_probability(extractor, data)
+    np.testing.assert_array_equal(data, original)
+    assert extractor.bbox == expected_box
+    np.testing.assert_array_equal(probability, expected)
+    assert probability.max() > 0.5  # the comparison covers a brain, not an empty box
