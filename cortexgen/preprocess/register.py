@@ -12,7 +12,7 @@ import nibabel as nib
 import numpy as np
 
 from cortexgen.io import voxel_sizes
-from cortexgen.preprocess.convert import ants_to_nib, nib_to_ants
+from cortexgen.preprocess.convert import ants_to_nib, nib_to_ants, resampled_to_spacing
 
 #: ITK's LPS world vs nibabel's RAS world.
 _LPS = np.diag([-1.0, -1.0, 1.0])
@@ -139,7 +139,6 @@ def coarse_target(template: nib.Nifti1Image, template_brain_mask: nib.Nifti1Imag
     Kept per process, keyed by the images' content and the settings: every head of a cohort
     is registered to the same template, and these took 0.6 s of each registration.
     """
-    import ants
     from scipy import ndimage
 
     digest = hashlib.blake2b(digest_size=16)
@@ -150,24 +149,22 @@ def coarse_target(template: nib.Nifti1Image, template_brain_mask: nib.Nifti1Imag
     key = (digest.hexdigest(), template_brain_mask is None, settings.resolution_mm, settings.brain_mask_dilation_mm)
     if key not in _COARSE_TARGETS:
         spacing = (settings.resolution_mm,) * 3
-        fixed_coarse = ants.resample_image(nib_to_ants(template), spacing, use_voxels=False, interp_type=0)
+        fixed_coarse = resampled_to_spacing(nib_to_ants(template), spacing)
         mask_coarse = None
         if template_brain_mask is not None:
             brain = np.asarray(template_brain_mask.dataobj) > 0
             voxel_mm = float(voxel_sizes(template).min())
             grown = ndimage.binary_dilation(brain, iterations=max(1, round(settings.brain_mask_dilation_mm / voxel_mm)))
             mask = nib_to_ants(nib.Nifti1Image(grown.astype(np.float32), template.affine))
-            mask_coarse = ants.resample_image(mask, spacing, use_voxels=False, interp_type=1)
+            mask_coarse = resampled_to_spacing(mask, spacing, nearest=True)
         _COARSE_TARGETS[key] = (fixed_coarse, mask_coarse)
     return _COARSE_TARGETS[key]
 
 
 def coarse_moving(moving: nib.Nifti1Image, settings: AffineSettings):
-    """``moving`` on the optimisation grid: ``settings.resolution_mm`` voxels, nearest
-    neighbour (an ANTs image; the same with any ITK thread count)."""
-    import ants
-
-    return ants.resample_image(nib_to_ants(moving), (settings.resolution_mm,) * 3, use_voxels=False, interp_type=0)
+    """``moving`` on the optimisation grid: ``settings.resolution_mm`` voxels, linear
+    interpolation (an ANTs image; the same with any ITK thread count)."""
+    return resampled_to_spacing(nib_to_ants(moving), settings.resolution_mm)
 
 
 def affine_to_template(

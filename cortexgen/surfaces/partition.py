@@ -104,14 +104,14 @@ def warp_atlas(subject_label: nib.Nifti1Image, settings: PartitionSettings = Par
     template onto the subject's tissue label (both coarsened to ``settings.resolution_mm``)."""
     import ants
 
-    from cortexgen.preprocess.convert import nib_to_ants
+    from cortexgen.preprocess.convert import nib_to_ants, resampled_to_spacing
     from cortexgen.preprocess.register import ants_seed
 
     atlas, atlas_label = load_atlas()
     spacing = (float(settings.resolution_mm),) * 3
     fixed = nib_to_ants(subject_label)
-    fixed_coarse = ants.resample_image(fixed, spacing, use_voxels=False, interp_type=0)
-    moving_coarse = ants.resample_image(nib_to_ants(atlas_label), spacing, use_voxels=False, interp_type=0)
+    fixed_coarse = resampled_to_spacing(fixed, spacing)
+    moving_coarse = resampled_to_spacing(nib_to_ants(atlas_label), spacing)
     with ants_seed(settings.seed):
         registration = ants.registration(
             fixed=fixed_coarse, moving=moving_coarse, type_of_transform="SyN", syn_metric="meansquares",

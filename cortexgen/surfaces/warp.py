@@ -16,7 +16,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from cortexgen.preprocess.convert import nib_to_ants
+from cortexgen.preprocess.convert import nib_to_ants, resampled_to_spacing
 from cortexgen.preprocess.register import ants_seed
 from cortexgen.surfaces.mesh import world_to_voxel
 from cortexgen.surfaces.sdf import grid_points
@@ -90,8 +90,8 @@ def register_labels(
 
     fixed = nib_to_ants(template_label)
     spacing = (float(settings.resolution_mm),) * 3
-    fixed_coarse = ants.resample_image(fixed, spacing, use_voxels=False, interp_type=0)
-    moving_coarse = ants.resample_image(nib_to_ants(subject_label), spacing, use_voxels=False, interp_type=0)
+    fixed_coarse = resampled_to_spacing(fixed, spacing)
+    moving_coarse = resampled_to_spacing(nib_to_ants(subject_label), spacing)
     extra = {}
     if template_mask is not None:
         mask = ants.resample_image_to_target(nib_to_ants(template_mask), fixed_coarse, interp_type="nearestNeighbor")

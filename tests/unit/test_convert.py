@@ -6,7 +6,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from cortexgen.preprocess.convert import ants_to_nib, nib_to_ants
+from cortexgen.preprocess.convert import ants_to_nib, nib_to_ants, resampled_to_spacing
 
 
 def _oblique_image():
@@ -52,3 +52,21 @@ def test_integer_input_becomes_float32():
     ants_img = nib_to_ants(nib.Nifti1Image(data, np.eye(4)))
     assert ants_img.pixeltype == "float"
     np.testing.assert_array_equal(ants_img.numpy(), data.astype(np.float32))
+
+
+@pytest.mark.parametrize("nearest", [False, True])
+@pytest.mark.parametrize("spacing", [2.0, 3.0, (2.0, 3.0, 1.25)])
+def test_resampled_to_spacing_is_ants_resample_image(spacing, nearest):
+    """Bit for bit ANTs' ResampleImage, geometry included (an oblique, anisotropic grid
+    whose spacings do not divide the new ones)."""
+    import ants
+
+    img = nib_to_ants(_oblique_image())
+    expected = ants.resample_image(img, (spacing,) * 3 if np.isscalar(spacing) else spacing, use_voxels=False,
+                                   interp_type=1 if nearest else 0)
+    resampled = resampled_to_spacing(img, spacing, nearest=nearest)
+    assert resampled.shape == expected.shape and resampled.pixeltype == expected.pixeltype
+    assert resampled.origin == expected.origin and resampled.spacing == expected.spacing
+    np.testing.assert_array_equal(resampled.direction, expected.direction)
+    np.testing.assert_array_equal(resampled.numpy(), expected.numpy())
+    assert np.count_nonzero(resampled.numpy()) > 0.5 * resampled.numpy().size
