@@ -195,12 +195,14 @@ def preprocess_head(
             arguments = (corrected, corrected_coarse, template, template_brain_mask, settings, path)
             pending = registrar.submit(_registration, *arguments) if fork else None
             ready({"corrected": corrected})
+            # The last steps' imports on the core the one-thread affine leaves free, not
+            # beside the filter, which takes both: torch and deepbet's weights (1.4 s) and
+            # scikit-image's resize (0.2 s).
+            loading = time.perf_counter()
             if settings["skullstrip"]["method"] == "deepbet":
-                # torch's import and the weights (1.4 s) on the core the one-thread affine
-                # leaves free, not beside the filter, which takes both.
-                loading = time.perf_counter()
                 deepbet_extractor()
-                seconds["deepbet_load"] = time.perf_counter() - loading
+            from skimage.transform import resize  # noqa: F401  (skimage imports on first use)
+            seconds["imports_beside_affine"] = time.perf_counter() - loading
             skull_stripped = pending.result() if fork else _registration(*arguments)
             transform = ants.read_transform(path)
         seconds["mni_affine"] = time.perf_counter() - start

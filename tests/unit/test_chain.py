@@ -102,4 +102,6 @@ def test_forked_chain_gives_the_sequential_result(phantom_lib, tmp_path):
     assert result["image_shape"] == [32, 36, 30]
     # [0, 1] in the brain before the (anti-aliased) resize to the model grid.
     assert result["image_range"][0] == 0.0 and 0.95 < result["image_range"][1] <= 1.0
-    assert result["steps"] == ["denoise", "head_mask", "mni_affine", "n4", "normalize", "resample", "skullstrip"]
+    assert result["steps"] == [
+        "denoise", "head_mask", "imports_beside_affine", "mni_affine", "n4", "normalize", "resample", "skullstrip",
+    ]
