@@ -7,7 +7,7 @@ denoises the head and a margin while the job imports ANTs; N4 then runs here wit
 threads (its result depends on their number, not on the run), and the affine in a second
 worker with one ITK thread, with which it is the same on every rerun (with more, the
 metric's threaded sums change order and reruns end in different optima), while the job
-loads deepbet. Each image is handed to ``on_ready`` as soon as it is made (the rule writes
+loads deepbet and scikit-image. Each image is handed to ``on_ready`` as soon as it is made (the rule writes
 them in the background). ITK reads its thread count once per process,
 when it is first used, hence the second process, forked after the job has imported ANTs.
 Every step beside the filter competes with its two threads, so what runs beside it is kept
@@ -30,7 +30,6 @@ from cortexgen.preprocess.denoise import denoise_rician
 from cortexgen.preprocess.normalize import normalize_and_resize
 from cortexgen.preprocess.register import (
     AffineSettings,
-    coarse_moving,
     coarse_target,
     itk_affine_to_ras,
     register_head,
@@ -102,10 +101,10 @@ def _prepare_registration(template, template_brain_mask, settings: dict) -> None
     coarse_target(template, template_brain_mask, AffineSettings.from_config(settings["registration"]))
 
 
-def _registration(head, head_coarse, template, template_brain_mask, settings: dict, transform_path: str) -> bool:
-    """The affine (:func:`register_head`; ``head_coarse``: :func:`coarse_moving` of
-    ``head``), written to ``transform_path`` (an ANTs transform cannot be pickled back from
-    the forked process); returns whether the scan looked skull-stripped."""
+def _registration(head, template, template_brain_mask, settings: dict, transform_path: str) -> bool:
+    """The affine (:func:`register_head`), written to ``transform_path`` (an ANTs transform
+    cannot be pickled back from the forked process); returns whether the scan looked
+    skull-stripped."""
     import ants
 
     registration, skull_stripped = register_head(
@@ -113,7 +112,6 @@ def _registration(head, head_coarse, template, template_brain_mask, settings: di
         skullstripped_max_volume_ml=settings["skullstripped_max_volume_ml"],
         settings=AffineSettings.from_config(settings["registration"]),
         resample=False,
-        moving_coarse=head_coarse,
     )
     ants.write_transform(registration.transform, transform_path)
     return skull_stripped
@@ -189,10 +187,7 @@ def preprocess_head(
         start = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="cortexgen-affine-") as folder:
             path = os.path.join(folder, "affine.mat")
-            # The optimisation grid's copy made here, with the job's threads, not in the
-            # one-thread worker.
-            corrected_coarse = coarse_moving(corrected, AffineSettings.from_config(settings["registration"]))
-            arguments = (corrected, corrected_coarse, template, template_brain_mask, settings, path)
+            arguments = (corrected, template, template_brain_mask, settings, path)
             pending = registrar.submit(_registration, *arguments) if fork else None
             ready({"corrected": corrected})
             # The last steps' imports on the core the one-thread affine leaves free, not

@@ -173,7 +173,6 @@ def affine_to_template(
     template_brain_mask: nib.Nifti1Image | None = None,
     settings: AffineSettings = AffineSettings(),
     resample: bool = True,
-    moving_coarse=None,
 ) -> AffineResult:
     """Register ``moving`` to ``template`` with an affine transform and resample it there.
 
@@ -196,8 +195,6 @@ def affine_to_template(
         settings: the optimisation schedule (see :class:`AffineSettings`).
         resample: also resample ``moving`` onto the template grid; ``False`` leaves
             ``warped`` as ``None`` (for a caller that resamples another image with it).
-        moving_coarse: :func:`coarse_moving` of ``moving`` if the caller has made it (e.g.
-            with more threads than the registration runs with).
 
     Returns:
         :class:`AffineResult` with the moving image resampled once, by linear
@@ -206,8 +203,7 @@ def affine_to_template(
     import ants
 
     fixed_coarse, mask_coarse = coarse_target(template, template_brain_mask, settings)
-    if moving_coarse is None:
-        moving_coarse = coarse_moving(moving, settings)
+    moving_coarse = coarse_moving(moving, settings)
     transform_file = _seeded_affine(fixed_coarse, moving_coarse, settings,
                                     levels=settings.head_stage_levels if template_brain_mask is not None else None)
     # ANTs leaves each transform in a temporary file; a cohort would fill /tmp with them.
@@ -245,15 +241,12 @@ def register_head(
     skullstripped_max_volume_ml: float = 2000.0,
     settings: AffineSettings = AffineSettings(),
     resample: bool = True,
-    moving_coarse=None,
 ) -> tuple[AffineResult, bool]:
     """Affine of a scan to the head template, or to its brain if the scan has no skull.
 
     Matching a head template's skull to a skull-stripped scan's empty background pulls the
     brain outward, so for a scan that :func:`looks_skull_stripped` stage 1 matches the
     template masked by ``template_brain_mask``. Stage 2 is brain-driven either way.
-
-    ``moving_coarse`` as :func:`affine_to_template`'s.
 
     Returns:
         ``(result, skull_stripped)``: the registration and whether the brain target was used.
@@ -265,7 +258,7 @@ def register_head(
         brain = np.asarray(template_brain_mask.dataobj) > 0
         template_data = np.asarray(template.dataobj, dtype=np.float32)
         template = nib.Nifti1Image(np.where(brain, template_data, 0).astype(np.float32), template.affine)
-    result = affine_to_template(head, template, template_brain_mask, settings, resample, moving_coarse)
+    result = affine_to_template(head, template, template_brain_mask, settings, resample)
     return result, skull_stripped
 
 

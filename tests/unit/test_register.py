@@ -188,7 +188,7 @@ def test_register_head_uses_the_brain_template_for_skull_stripped_scans(monkeypa
 
     seen = {}
 
-    def fake_affine(moving, template, template_brain_mask, settings, resample=True, moving_coarse=None):
+    def fake_affine(moving, template, template_brain_mask, settings, resample=True):
         seen["template"] = np.asarray(template.dataobj)
         seen["args"] = (template_brain_mask, settings)
         return "result"
