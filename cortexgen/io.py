@@ -22,6 +22,7 @@ from nibabel.openers import ImageOpener, Opener
 
 from cortexgen.errors import InputImageError
 
+
 def isal_gzip_open(filename: str, mode: str = "rb", compresslevel: int = 1, mtime: int = 0,
                    keep_open: bool = False) -> igzip.IGzipFile:
     """nibabel's ``.gz`` opener with Intel's ISA-L (``isal``) in place of zlib.
@@ -35,8 +36,8 @@ def isal_gzip_open(filename: str, mode: str = "rb", compresslevel: int = 1, mtim
     mode = mode if "b" in mode else f"{mode}b"
     handle = open(filename, mode)
     try:
-        gz = igzip.IGzipFile(filename="", mode=mode, compresslevel=min(int(compresslevel), isal_zlib.ISAL_BEST_COMPRESSION),
-                             fileobj=handle, mtime=mtime)
+        level = min(int(compresslevel), isal_zlib.ISAL_BEST_COMPRESSION)
+        gz = igzip.IGzipFile(filename="", mode=mode, compresslevel=level, fileobj=handle, mtime=mtime)
     except BaseException:
         handle.close()
         raise

@@ -7,9 +7,9 @@ denoises the head and a margin while the job imports ANTs; N4 then runs here wit
 threads (its result depends on their number, not on the run), and the affine in a second
 worker with one ITK thread, with which it is the same on every rerun (with more, the
 metric's threaded sums change order and reruns end in different optima), while the job
-loads deepbet and scikit-image. Each image is handed to ``on_ready`` as soon as it is made (the rule writes
-them in the background). ITK reads its thread count once per process,
-when it is first used, hence the second process, forked after the job has imported ANTs.
+loads deepbet and scikit-image. Each image is handed to ``on_ready`` as soon as it is made
+(the rule writes them in the background). ITK reads its thread count once per process, when
+it is first used, hence the second process, forked after the job has imported ANTs.
 Every step beside the filter competes with its two threads, so what runs beside it is kept
 to the one import the next steps need.
 """
