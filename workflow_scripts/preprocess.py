@@ -26,9 +26,9 @@ with job_log(snakemake.log[0], source=params.raw) as log:
     raw = load_t1w(params.raw, max_voxel_size_mm=settings["max_voxel_size_mm"])
     log.info("%s: %s voxels", params.raw, raw.shape)
 
-    # Every image is written by background threads (zlib releases the GIL) at a lower
-    # priority, so that the writes take the cycles the steps leave idle (the one-thread
-    # affine, resampling, deepbet's own pre- and post-processing) rather than theirs.
+    # Every image is written by background threads (ISA-L compresses with the GIL released)
+    # at a lower priority, so that the writes take the cycles the steps leave idle (the
+    # one-thread affine, resampling, deepbet's own pre- and post-processing) rather than theirs.
     writer = ThreadPoolExecutor(snakemake.threads, initializer=lower_thread_priority)
     written = []
 
