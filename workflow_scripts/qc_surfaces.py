@@ -40,7 +40,7 @@ with job_log(snakemake.log[0], source=snakemake.input.brain) as log:
         flags[hemi] = row.flags
     write_qc_tsv(rows, snakemake.output.tsv)
     figure = surface_qc_figure(brain.get_fdata(dtype=np.float32), brain.affine, surfaces, thickness,
-                               f"{scan} surfaces", flags)
+                               f"{scan} surfaces", flags, partition)
     with atomic_output(snakemake.output.png) as tmp:
         figure.savefig(tmp, dpi=80)
     plt.close(figure)

@@ -41,6 +41,8 @@ from cortexgen.surfaces.mesh import (  # noqa: E402
 ISOSURFACE_MARGIN_MM = 5.0
 #: Contour colours of the figure (white surface yellow, pial red, as in freeview).
 CONTOUR_COLOURS = {"white": "yellow", "pial": "red"}
+#: Outlines of the partition's regions on the surface QC slices: (partition values, colour, name).
+PARTITION_OUTLINES = (((3, 4), "cyan", "filled as WM"), ((5,), "dodgerblue", "cerebellum/brainstem"))
 
 
 
@@ -431,6 +433,7 @@ def surface_qc_figure(
     thickness: dict[str, np.ndarray],
     title: str,
     flags: dict[str, str] | None = None,
+    partition: np.ndarray | None = None,
 ) -> plt.Figure:
     """T1 slices with the surface contours, and the thickness maps on the midthickness.
 
@@ -452,6 +455,10 @@ def surface_qc_figure(
         title: the figure title, e.g. ``"sub-01 surfaces"``.
         flags: hemisphere → its QC flags (:func:`qc_flags`); any but ``ok`` are printed in red
             under the title, so a flagged subject stands out in the report.
+        partition: (X, Y, Z) the cortex-only partition on the grid of ``t1``
+            (:mod:`cortexgen.surfaces.partition`): the slices outline what it filled as WM and
+            what it took as cerebellum/brainstem, so an open ventricle or a hindbrain that
+            reaches into the occipital lobe shows.
 
     Returns:
         A matplotlib figure; the caller saves and closes it.
@@ -493,6 +500,13 @@ def surface_qc_figure(
     ]
     for ax, (view, axis, plane, aspect, to_panel) in zip(slice_axes, views):
         ax.imshow(np.rot90(plane), cmap="gray", vmin=low, vmax=high, aspect=aspect, interpolation="nearest")
+        if partition is not None:
+            regions = np.rot90(np.take(partition, index[axis], axis=axis))
+            for values, colour, name in PARTITION_OUTLINES:
+                inside = np.isin(regions, values)
+                if inside.any() and not inside.all():
+                    ax.contour(inside.astype(np.float32), levels=[0.5], colors=colour, linewidths=0.5)
+                    ax.plot([], [], color=colour, linewidth=0.6, label=name)
         for kind, colour in CONTOUR_COLOURS.items():
             segments = np.concatenate(
                 [plane_intersection_segments(voxel_meshes[(h, kind)], axis, index[axis]) for h in hemis]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 
+import matplotlib.colors
 import matplotlib.image
 import matplotlib.pyplot as plt
 import numpy as np
@@ -13,6 +14,7 @@ from matplotlib.collections import LineCollection
 
 from cortexgen.surfaces.mesh import Mesh, icosphere
 from cortexgen.surfaces.qc import (
+    PARTITION_OUTLINES,
     SurfaceQC,
     isosurface_distance,
     plane_intersection_segments,
@@ -361,6 +363,34 @@ def test_figure_contours_sit_on_the_meshes(figure_inputs):
             white = np.concatenate([np.asarray(s) for s in lines["white"].get_segments()])
             off_white = [np.abs(np.linalg.norm(white - c, axis=1) - (r - 2.5)) for c, r in expected[view]]
             assert np.min(off_white, axis=0).max() < 0.1, view
+    finally:
+        plt.close(fig)
+
+
+def test_figure_outlines_the_partition(figure_inputs):
+    """The filled part (a box inside the left sphere) and the hindbrain (a box under it) are
+    outlined on the slices, where the partition has them."""
+    t1, affine, surfaces, thickness = figure_inputs
+    partition = np.zeros(FIG_SHAPE, dtype=np.uint8)
+    partition[t1 > 0] = 1
+    partition[20:30, 40:60, 40:50] = 3  # around the left sphere's centre, voxel (26, 54.5, 49.5)
+    partition[10:40, 30:70, 5:15] = 5
+    fig = surface_qc_figure(t1, affine, surfaces, thickness, "sub-01", partition=partition)
+    try:
+        coronal = next(ax for ax in fig.axes if ax.get_title().startswith("coronal"))
+        outlines = {tuple(np.round(c.get_edgecolor()[0][:3], 3)): c for c in coronal.collections
+                    if not isinstance(c, LineCollection)}
+        assert set(outlines) == {tuple(np.round(matplotlib.colors.to_rgb(colour), 3))
+                                 for _, colour, _ in PARTITION_OUTLINES}
+        filled = np.concatenate([p.vertices for p in outlines[tuple(np.round(matplotlib.colors.to_rgb("cyan"), 3))]
+                                 .get_paths()])
+        nz = FIG_SHAPE[2]
+        # rot90 coronal panel: column = x index, row = nz - 1 - z index; the outline at 0.5
+        # runs half-way between the box's edge voxels and their neighbours.
+        assert np.allclose(filled.min(axis=0), [19.5, nz - 1 - 49.5], atol=0.01)
+        assert np.allclose(filled.max(axis=0), [29.5, nz - 1 - 39.5], atol=0.01)
+        labels = coronal.get_legend_handles_labels()[1]
+        assert {"filled as WM", "cerebellum/brainstem"} <= set(labels)
     finally:
         plt.close(fig)
 
