@@ -5,6 +5,7 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from cortexgen.surfaces.extract import extract_surfaces, keep_out, native_thickness
 from cortexgen.surfaces.fit import FitSettings
@@ -15,6 +16,7 @@ from cortexgen.surfaces.partition import (
     LEFT_FILL,
     RIGHT,
     RIGHT_FILL,
+    PartitionSettings,
     cortex_label,
     partition_brain,
     sulcal_skeleton,
@@ -101,6 +103,28 @@ def test_cortex_label_removes_the_hindbrain_and_fills(phantom_brain):
     assert np.all(both[(partition == LEFT_FILL) | (partition == RIGHT_FILL)] == 3.0)
     left = cortex_label(label, partition, "L")
     assert np.all(left[truth == RIGHT] == 0) and np.array_equal(left[truth == LEFT], label[truth == LEFT])
+
+
+def test_fill_takes_a_ventricle_larger_than_the_atlas_s(phantom_brain):
+    """A ventricle (CSF tube) rising through the left WM to the cortex, which the atlas's
+    ventricle covers only below z = 10 mm: not a hole of the WM, so only its growth through the
+    subject's CSF fills the rest; the CSF around the brain, behind the cortex, stays."""
+    label, atlas, _, affine = phantom_brain
+    label, atlas = label.copy(), atlas.copy()
+    _, points = world_grid(SHAPE)
+    tube = (np.hypot(points[..., 0] + 10.0, points[..., 1] + 5.0) < 2.5) & (points[..., 2] > 2.0) \
+        & (points[..., 2] < 21.0) & (label == 3.0)
+    label[tube] = 1.0
+    atlas[tube & (points[..., 2] < 10.0)] = 4  # IBSR left lateral ventricle
+    upper = tube & (points[..., 2] > 12.0)
+    without = partition_brain(label, atlas, np.ones(3), PartitionSettings(ventricle_growth_mm=0.0))
+    assert np.mean(without[upper] == LEFT_FILL) < 0.1
+    partition = partition_brain(label, atlas, np.ones(3))
+    assert np.mean(partition[upper] == LEFT_FILL) > 0.95
+    # What the growth adds is the tube and the 1 mm rim of WM the fill takes around it.
+    near_tube = ndimage.binary_dilation(tube, iterations=2)
+    changed = partition != without
+    assert changed.sum() > upper.sum() and not np.any(changed & ~near_tube)
 
 
 def test_partition_refuses_an_atlas_that_seeds_nothing(phantom_brain):
