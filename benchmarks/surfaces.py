@@ -12,8 +12,8 @@ RSS (MB). The template is built once (a cohort-level job in the workflow) and re
 
 Quality per subject and hemisphere: the QC row (Euler characteristics, self-intersections,
 thickness, area, median / 95th percentile distances of white and pial to their tissue
-boundaries and the WM boundary's fraction the white surface leaves over 3 mm away, cortex
-vertices in the cerebellum/brainstem, flags) and the mean thickness in the
+boundaries and the WM boundary's fraction the white surface leaves over 3 mm away, the CSF
+it encloses, cortex vertices in the cerebellum/brainstem, flags) and the mean thickness in the
 scan's own space. Across subjects: the shape model's leave-one-out error (9 modes).
 
 ``--unpartitioned`` also fits the surfaces without the partition (the stage before it) and
@@ -342,6 +342,7 @@ def main() -> None:
             "pial_to_gmwm_median_mm_range": value_range("pial_to_gmwm_median_mm"),
             "pial_to_gmwm_p95_mm_range": value_range("pial_to_gmwm_p95_mm"),
             "white_missed_wm_fraction_range": value_range("white_missed_wm_fraction"),
+            "csf_inside_white_ml_range": value_range("csf_inside_white_ml"),
             "area_mm2_range": value_range("area_mm2"),
             "ribbon_ml_range": [min(e["ribbon_ml"] for e in subjects.values()),
                                 max(e["ribbon_ml"] for e in subjects.values())],

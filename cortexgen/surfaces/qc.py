@@ -130,6 +130,38 @@ def missed_boundary_fraction(mesh: Mesh, cortex: np.ndarray, volume: np.ndarray,
     return float(np.mean(np.sqrt(sq_dist[on_cortex]) > distance_mm))
 
 
+def csf_enclosed_ml(mesh: Mesh, gmwm_fraction: np.ndarray, affine: np.ndarray, depth_mm: float = 2.0) -> float:
+    """Volume (mL) with GM+WM < 0.5 that ``mesh`` encloses more than ``depth_mm`` deep.
+
+    Inside a white surface there should be white matter (and what the partition filled as
+    such): CSF there is a ventricle the partition left open or a sulcus the surface bridges
+    instead of following, and tissue of the other hemisphere or the hindbrain (0 in the
+    hemisphere's maps) a surface that has crossed over. ``depth_mm`` leaves out the partial
+    volume along the surface itself.
+
+    Args:
+        mesh: a closed surface, world RAS mm.
+        gmwm_fraction: (X, Y, Z) GM+WM fraction of the hemisphere's cortex-only tissue.
+        affine: (4, 4) voxel-to-world matrix of the map.
+    """
+    import igl
+
+    affine = np.asarray(affine, dtype=np.float64)
+    ijk = world_to_voxel(mesh.vertices, affine)
+    box = tuple(slice(max(int(np.floor(lo)), 0), min(int(np.ceil(hi)) + 1, n))
+                for lo, hi, n in zip(ijk.min(axis=0), ijk.max(axis=0), gmwm_fraction.shape))
+    candidates = np.argwhere(np.asarray(gmwm_fraction)[box] < 0.5) + np.array([s.start for s in box])
+    if not len(candidates):
+        return 0.0
+    points = np.ascontiguousarray(voxel_to_world(candidates.astype(np.float64), affine))
+    faces = np.asarray(mesh.faces, dtype=np.int64)
+    inside = np.abs(igl.fast_winding_number(mesh.vertices, faces, points)) > 0.5
+    if not inside.any():
+        return 0.0
+    depth = np.sqrt(igl.point_mesh_squared_distance(points[inside], mesh.vertices, faces)[0])
+    return float(np.count_nonzero(depth > depth_mm) * abs(np.linalg.det(affine[:3, :3])) / 1000.0)
+
+
 # ----------------------------------------------------------------------------- metrics
 
 
@@ -162,6 +194,8 @@ class SurfaceQC:
         pial_to_gmwm_median_mm, pial_to_gmwm_p95_mm: the same of the latter.
         white_missed_wm_fraction: the fraction of the WM boundary (0.5 isosurface) farther than
             3 mm from the white surface (:func:`missed_boundary_fraction`): sulci cut across.
+        csf_inside_white_ml: CSF (GM+WM < 0.5) the white surface encloses more than 2 mm deep
+            (:func:`csf_enclosed_ml`): ventricles left open, sulci bridged.
         hindbrain_vertices: cortex vertices of the white or pial surface inside the cerebellum
             or brainstem (nearer a voxel of theirs than any other voxel).
         flags: why the hemisphere needs a look (``; `` between reasons), or ``ok``.
@@ -185,6 +219,7 @@ class SurfaceQC:
     pial_to_gmwm_median_mm: float
     pial_to_gmwm_p95_mm: float
     white_missed_wm_fraction: float
+    csf_inside_white_ml: float
     hindbrain_vertices: int
     flags: str
 
@@ -192,7 +227,8 @@ class SurfaceQC:
 #: The fields of :class:`SurfaceQC` measured against tissue maps (new cortices drawn from the
 #: shape model have none).
 TISSUE_FIELDS = ("white_to_wm_mm", "pial_to_gmwm_mm", "white_to_wm_median_mm", "white_to_wm_p95_mm",
-                 "pial_to_gmwm_median_mm", "pial_to_gmwm_p95_mm", "white_missed_wm_fraction", "hindbrain_vertices")
+                 "pial_to_gmwm_median_mm", "pial_to_gmwm_p95_mm", "white_missed_wm_fraction", "csf_inside_white_ml",
+                 "hindbrain_vertices")
 
 
 @dataclass(frozen=True)
@@ -205,12 +241,14 @@ class QCLimits:
             surface to its tissue boundary.
         max_missed_wm_fraction: the largest fraction of the WM boundary the white surface may
             leave more than 3 mm away.
+        max_csf_inside_white_ml: the most CSF (mL) the white surface may enclose.
         thickness_mean_range_mm: (low, high) plausible mean thickness over the cortex (mm).
     """
 
     max_hindbrain_vertices: int = 0
     max_boundary_p95_mm: float = 2.0
     max_missed_wm_fraction: float = 0.15
+    max_csf_inside_white_ml: float = 2.0
     thickness_mean_range_mm: tuple[float, float] = (2.0, 3.6)
 
     @classmethod
@@ -243,6 +281,9 @@ def qc_flags(measures: dict, limits: QCLimits) -> str:
     missed = measures.get("white_missed_wm_fraction", 0.0)
     if missed > limits.max_missed_wm_fraction:
         reasons.append(f"white surface misses {100 * missed:.0f}% of the WM boundary (cuts across sulci)")
+    enclosed = measures.get("csf_inside_white_ml", 0.0)
+    if enclosed > limits.max_csf_inside_white_ml:
+        reasons.append(f"white surface encloses {enclosed:.1f} mL of CSF (an open ventricle or bridged sulci)")
     low, high = limits.thickness_mean_range_mm
     if not low <= measures["thickness_mean_mm"] <= high:
         reasons.append(f"mean thickness {measures['thickness_mean_mm']:.2f} mm outside {low}-{high} mm")
@@ -354,6 +395,7 @@ def surface_qc(
         pial_to_gmwm_median_mm=float(np.median(pial_distance)),
         pial_to_gmwm_p95_mm=float(np.percentile(pial_distance, 95)),
         white_missed_wm_fraction=missed_boundary_fraction(white, cortex, wm_fraction, affine, 0.5),
+        csf_inside_white_ml=csf_enclosed_ml(white, gmwm_fraction, affine),
         hindbrain_vertices=int(np.count_nonzero(
             (vertices_inside(white, hindbrain, affine) | vertices_inside(pial, hindbrain, affine)) & cortex)),
     )

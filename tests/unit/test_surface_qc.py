@@ -159,6 +159,7 @@ def test_surface_qc_of_a_spherical_shell(shell):
     assert row.pial_to_gmwm_median_mm <= row.pial_to_gmwm_p95_mm < 0.1
     assert row.hindbrain_vertices == 0
     assert row.white_missed_wm_fraction == 0.0
+    assert row.csf_inside_white_ml == 0.0
     assert row.flags == "ok"
 
 
@@ -178,6 +179,21 @@ def test_missed_boundary_fraction_sees_a_surface_that_cuts_across(shell):
                                             "self_intersections_white": 0, "self_intersections_pial": 0,
                                             "white_missed_wm_fraction": missed, "thickness_mean_mm": 2.5},
                                            QCLimits(max_missed_wm_fraction=0.04))
+
+
+def test_csf_inside_white_finds_an_open_ventricle(shell):
+    """A CSF ball of radius 6 mm in the middle of the WM (a ventricle left open), 14 mm inside
+    the white surface: its volume is what the white surface encloses, and it is flagged."""
+    cavity = 1.0 - ball_fraction(6.0, shell["affine"])  # GM+WM < 0.5 inside r = 6
+    gmwm = np.minimum(shell["gmwm_fraction"], cavity)
+    n = len(shell["white"].vertices)
+    row = _qc({**shell, "gmwm_fraction": gmwm}, np.full(n, 2.5), np.ones(n, bool))
+    assert row.csf_inside_white_ml == pytest.approx(4 / 3 * np.pi * 6.0**3 / 1000.0, rel=0.05)
+    assert row.flags == "ok"  # 0.9 mL, under the default limit
+    flags = qc_flags(dataclasses.asdict(row), QCLimits(max_csf_inside_white_ml=0.5))
+    assert flags == "white surface encloses 0.9 mL of CSF (an open ventricle or bridged sulci)"
+    # The CSF just outside the pial surface is not enclosed, nor is the ribbon's own.
+    assert _qc(shell, np.full(n, 2.5), np.ones(n, bool)).csf_inside_white_ml == 0.0
 
 
 def test_surface_qc_flags_a_surface_pushed_into_the_cerebellum(shell):
@@ -268,9 +284,9 @@ def test_surface_qc_refuses_mismatched_inputs(shell):
 def test_qc_tsv_round_trip(tmp_path):
     rows = [
         SurfaceQC("sub-01", "L", 40962, 2, 2, 0, 3, 3 / 81920, 2.51234567, 2.5, 91234.56789, 0.123456, 0.3,
-                  0.1, 0.5, 0.2, 0.9, 0.05, 0, "pial has 3 self-intersections"),
+                  0.1, 0.5, 0.2, 0.9, 0.05, 0.4, 0, "pial has 3 self-intersections"),
         SurfaceQC("sub-01_ses-2", "R", 40962, 2, 0, 1, 12, 12 / 81920, 2.4, 2.45, 90000.0, 0.2, 0.31,
-                  0.1, 0.6, 0.25, 1.1, 0.07, 2, "ok"),
+                  0.1, 0.6, 0.25, 1.1, 0.07, 1.2, 2, "ok"),
     ]
     path = tmp_path / "qc" / "surfaces_qc.tsv"
     write_qc_tsv(rows, path)
