@@ -36,8 +36,8 @@ class WarpSettings:
             sampling from the clock and every run differs.
     """
 
-    resolution_mm: float = 3.0
-    iterations: tuple[int, ...] = field(default=(60, 30, 20))
+    resolution_mm: float = 2.0
+    iterations: tuple[int, ...] = field(default=(60, 30, 10))
     gradient_step: float = 0.2
     flow_sigma: float = 3.0
     total_sigma: float = 0.0
