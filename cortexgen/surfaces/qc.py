@@ -34,6 +34,7 @@ from cortexgen.surfaces.mesh import (  # noqa: E402
     voxel_to_world,
     world_to_voxel,
 )
+from cortexgen.surfaces.partition import HINDBRAIN, LEFT_FILL, RIGHT_FILL  # noqa: E402
 
 #: How far (mm) beyond the mesh's bounding box the isosurface is extracted: a vertex's
 #: nearest isosurface point lies within its distance to it, and any surface worth keeping
@@ -42,7 +43,8 @@ ISOSURFACE_MARGIN_MM = 5.0
 #: Contour colours of the figure (white surface yellow, pial red, as in freeview).
 CONTOUR_COLOURS = {"white": "yellow", "pial": "red"}
 #: Outlines of the partition's regions on the surface QC slices: (partition values, colour, name).
-PARTITION_OUTLINES = (((3, 4), "cyan", "filled as WM"), ((5,), "dodgerblue", "cerebellum/brainstem"))
+PARTITION_OUTLINES = (((LEFT_FILL, RIGHT_FILL), "cyan", "filled as WM"),
+                      ((HINDBRAIN,), "dodgerblue", "cerebellum/brainstem"))
 
 
 
