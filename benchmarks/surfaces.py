@@ -189,7 +189,7 @@ def run_subject(brain_path: Path, mask_path: Path, grid_path: Path, xfm_path: Pa
     def qc_row(hemi, r):
         hemi_tissue = cortex_tissue(tissue, partition, voxel_sizes(brain), hemi)
         return surface_qc(prefix, hemi, r.white, r.pial, r.midthickness, r.thickness, r.cortex, hemi_tissue.wm,
-                          hemi_tissue.gm_wm, affine, hindbrain, limits)
+                          hemi_tissue.gm_wm, hemi_tissue.csf, affine, hindbrain, limits)
 
     qc_rows = timed(steps, "qc", lambda: [qc_row(hemi, r) for hemi, r in results.items()])
     to_native = itk_affine_to_ras(ants.read_transform(str(xfm_path)))

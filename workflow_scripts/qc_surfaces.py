@@ -32,7 +32,8 @@ with job_log(snakemake.log[0], source=snakemake.input.brain) as log:
         cortex = load_shape(snakemake.input.template_cortex[i]) > 0.5
         hemi_tissue = cortex_tissue(tissue, partition, voxel_sizes(brain), hemi)
         row = surface_qc(scan, hemi, meshes["white"], meshes["pial"], meshes["midthickness"], thickness[hemi],
-                         cortex, hemi_tissue.wm, hemi_tissue.gm_wm, brain.affine, partition == HINDBRAIN, limits)
+                         cortex, hemi_tissue.wm, hemi_tissue.gm_wm,
+                         hemi_tissue.csf, brain.affine, partition == HINDBRAIN, limits)
         log.info("%s", row)
         if row.flags != "ok":
             log.warning("%s hemi-%s flagged: %s", scan, hemi, row.flags)

@@ -132,18 +132,17 @@ def missed_boundary_fraction(mesh: Mesh, cortex: np.ndarray, volume: np.ndarray,
     return float(np.mean(np.sqrt(sq_dist[on_cortex]) > distance_mm))
 
 
-def csf_enclosed_ml(mesh: Mesh, gmwm_fraction: np.ndarray, affine: np.ndarray, depth_mm: float = 2.0) -> float:
-    """Volume (mL) with GM+WM < 0.5 that ``mesh`` encloses more than ``depth_mm`` deep.
+def csf_enclosed_ml(mesh: Mesh, csf_fraction: np.ndarray, affine: np.ndarray, depth_mm: float = 2.0) -> float:
+    """Volume (mL) of CSF (fraction > 0.5) that ``mesh`` encloses more than ``depth_mm`` deep.
 
     Inside a white surface there should be white matter (and what the partition filled as
     such): CSF there is a ventricle the partition left open or a sulcus the surface bridges
-    instead of following, and tissue of the other hemisphere or the hindbrain (0 in the
-    hemisphere's maps) a surface that has crossed over. ``depth_mm`` leaves out the partial
-    volume along the surface itself.
+    instead of following. ``depth_mm`` leaves out the partial volume along the surface itself.
 
     Args:
         mesh: a closed surface, world RAS mm.
-        gmwm_fraction: (X, Y, Z) GM+WM fraction of the hemisphere's cortex-only tissue.
+        csf_fraction: (X, Y, Z) CSF fraction of the hemisphere's cortex-only tissue (0 outside
+            it, so the other hemisphere and the hindbrain do not count).
         affine: (4, 4) voxel-to-world matrix of the map.
     """
     import igl
@@ -151,8 +150,8 @@ def csf_enclosed_ml(mesh: Mesh, gmwm_fraction: np.ndarray, affine: np.ndarray, d
     affine = np.asarray(affine, dtype=np.float64)
     ijk = world_to_voxel(mesh.vertices, affine)
     box = tuple(slice(max(int(np.floor(lo)), 0), min(int(np.ceil(hi)) + 1, n))
-                for lo, hi, n in zip(ijk.min(axis=0), ijk.max(axis=0), gmwm_fraction.shape))
-    candidates = np.argwhere(np.asarray(gmwm_fraction)[box] < 0.5) + np.array([s.start for s in box])
+                for lo, hi, n in zip(ijk.min(axis=0), ijk.max(axis=0), csf_fraction.shape))
+    candidates = np.argwhere(np.asarray(csf_fraction)[box] > 0.5) + np.array([s.start for s in box])
     if not len(candidates):
         return 0.0
     points = np.ascontiguousarray(voxel_to_world(candidates.astype(np.float64), affine))
@@ -196,7 +195,7 @@ class SurfaceQC:
         pial_to_gmwm_median_mm, pial_to_gmwm_p95_mm: the same of the latter.
         white_missed_wm_fraction: the fraction of the WM boundary (0.5 isosurface) farther than
             3 mm from the white surface (:func:`missed_boundary_fraction`): sulci cut across.
-        csf_inside_white_ml: CSF (GM+WM < 0.5) the white surface encloses more than 2 mm deep
+        csf_inside_white_ml: CSF (fraction > 0.5) the white surface encloses more than 2 mm deep
             (:func:`csf_enclosed_ml`): ventricles left open, sulci bridged.
         hindbrain_vertices: cortex vertices of the white or pial surface inside the cerebellum
             or brainstem (nearer a voxel of theirs than any other voxel).
@@ -361,6 +360,7 @@ def surface_qc(
     cortex: np.ndarray,
     wm_fraction: np.ndarray,
     gmwm_fraction: np.ndarray,
+    csf_fraction: np.ndarray,
     affine: np.ndarray,
     hindbrain: np.ndarray,
     limits: QCLimits = QCLimits(),
@@ -375,6 +375,7 @@ def surface_qc(
             should follow (the hemisphere's cortex-only tissue,
             :func:`cortexgen.surfaces.partition.cortex_tissue`).
         gmwm_fraction: (X, Y, Z) grey + white matter fraction map in [0, 1], same grid.
+        csf_fraction: (X, Y, Z) CSF fraction map in [0, 1] of the same tissue (0 outside it).
         affine: (4, 4) voxel-to-world matrix of the maps.
         hindbrain: (X, Y, Z) bool, the cerebellum and brainstem, same grid.
         limits: when to flag.
@@ -397,7 +398,7 @@ def surface_qc(
         pial_to_gmwm_median_mm=float(np.median(pial_distance)),
         pial_to_gmwm_p95_mm=float(np.percentile(pial_distance, 95)),
         white_missed_wm_fraction=missed_boundary_fraction(white, cortex, wm_fraction, affine, 0.5),
-        csf_inside_white_ml=csf_enclosed_ml(white, gmwm_fraction, affine),
+        csf_inside_white_ml=csf_enclosed_ml(white, csf_fraction, affine),
         hindbrain_vertices=int(np.count_nonzero(
             (vertices_inside(white, hindbrain, affine) | vertices_inside(pial, hindbrain, affine)) & cortex)),
     )

@@ -122,6 +122,8 @@ def shell():
         "midthickness": icosphere(5, 21.25, CENTRE),
         "wm_fraction": ball_fraction(20.0, affine),
         "gmwm_fraction": ball_fraction(22.5, affine),
+        # CSF in a 3 mm layer around the pial sphere, then "outside the hemisphere" (0).
+        "csf_fraction": np.minimum(1.0 - ball_fraction(22.5, affine), ball_fraction(25.5, affine)),
         "affine": affine,
         "hindbrain": np.zeros(ball_fraction(20.0, affine).shape, dtype=bool),
     }
@@ -138,6 +140,7 @@ def _qc(shell, thickness, cortex, subject="sub-01", hemi="L") -> SurfaceQC:
         cortex,
         shell["wm_fraction"],
         shell["gmwm_fraction"],
+        shell["csf_fraction"],
         shell["affine"],
         shell["hindbrain"],
     )
@@ -184,16 +187,20 @@ def test_missed_boundary_fraction_sees_a_surface_that_cuts_across(shell):
 def test_csf_inside_white_finds_an_open_ventricle(shell):
     """A CSF ball of radius 6 mm in the middle of the WM (a ventricle left open), 14 mm inside
     the white surface: its volume is what the white surface encloses, and it is flagged."""
-    cavity = 1.0 - ball_fraction(6.0, shell["affine"])  # GM+WM < 0.5 inside r = 6
-    gmwm = np.minimum(shell["gmwm_fraction"], cavity)
+    cavity = ball_fraction(6.0, shell["affine"])  # CSF > 0.5 inside r = 6
+    gmwm = np.minimum(shell["gmwm_fraction"], 1.0 - cavity)
+    csf = np.maximum(shell["csf_fraction"], cavity)
     n = len(shell["white"].vertices)
-    row = _qc({**shell, "gmwm_fraction": gmwm}, np.full(n, 2.5), np.ones(n, bool))
+    row = _qc({**shell, "gmwm_fraction": gmwm, "csf_fraction": csf}, np.full(n, 2.5), np.ones(n, bool))
     assert row.csf_inside_white_ml == pytest.approx(4 / 3 * np.pi * 6.0**3 / 1000.0, rel=0.05)
     assert row.flags == "ok"  # 0.9 mL, under the default limit
     flags = qc_flags(dataclasses.asdict(row), QCLimits(max_csf_inside_white_ml=0.5))
     assert flags == "white surface encloses 0.9 mL of CSF (an open ventricle or bridged sulci)"
-    # The CSF just outside the pial surface is not enclosed, nor is the ribbon's own.
+    # The CSF just outside the pial surface is not enclosed, nor is the ribbon's own; voxels
+    # outside the hemisphere's tissue (the other hemisphere, filled there) are no CSF of its own.
     assert _qc(shell, np.full(n, 2.5), np.ones(n, bool)).csf_inside_white_ml == 0.0
+    other_side = {**shell, "gmwm_fraction": gmwm, "csf_fraction": shell["csf_fraction"] * (1.0 - cavity)}
+    assert _qc(other_side, np.full(n, 2.5), np.ones(n, bool)).csf_inside_white_ml == 0.0
 
 
 def test_surface_qc_flags_a_surface_pushed_into_the_cerebellum(shell):
