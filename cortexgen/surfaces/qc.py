@@ -35,6 +35,7 @@ from cortexgen.surfaces.mesh import (  # noqa: E402
     world_to_voxel,
 )
 from cortexgen.surfaces.partition import HINDBRAIN, LEFT_FILL, RIGHT_FILL  # noqa: E402
+from cortexgen.surfaces.sdf import signed_distance  # noqa: E402
 
 #: How far (mm) beyond the mesh's bounding box the isosurface is extracted: a vertex's
 #: nearest isosurface point lies within its distance to it, and any surface worth keeping
@@ -49,6 +50,18 @@ PARTITION_OUTLINES = (((LEFT_FILL, RIGHT_FILL), "cyan", "filled as WM"),
 
 
 # ----------------------------------------------------------------------------- distances
+
+
+def _voxel_box(mesh: Mesh, affine: np.ndarray, shape: tuple[int, ...], margin_mm: float = 0.0
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Voxel index bounds (low, high), each (3,) int, of ``mesh`` and ``margin_mm`` around it on
+    a grid of ``shape`` and ``affine``, clipped to the grid (high exclusive)."""
+    voxel_mm = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    ijk = world_to_voxel(mesh.vertices, affine)
+    margin = np.ceil(margin_mm / voxel_mm).astype(int)
+    low = np.clip(np.floor(ijk.min(axis=0)).astype(int) - margin, 0, None)
+    high = np.minimum(np.ceil(ijk.max(axis=0)).astype(int) + margin + 1, shape[:3])
+    return low, high
 
 
 def isosurface_near(mesh: Mesh, volume: np.ndarray, affine: np.ndarray, level: float) -> Mesh:
@@ -74,11 +87,7 @@ def isosurface_near(mesh: Mesh, volume: np.ndarray, affine: np.ndarray, level: f
         raise ValueError(f"volume must be 3D, got shape {volume.shape}")
     # Only the region around the mesh matters; marching cubes on a whole 1 mm head costs
     # several times more than on one hemisphere's box.
-    voxel_mm = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
-    ijk = world_to_voxel(mesh.vertices, affine)
-    margin = np.ceil(ISOSURFACE_MARGIN_MM / voxel_mm).astype(int)
-    low = np.clip(np.floor(ijk.min(axis=0)).astype(int) - margin, 0, None)
-    high = np.minimum(np.ceil(ijk.max(axis=0)).astype(int) + margin + 1, volume.shape)
+    low, high = _voxel_box(mesh, affine, volume.shape, ISOSURFACE_MARGIN_MM)
     if np.any(high - low < 2):
         raise ValueError(f"the mesh lies outside the volume (voxel box {low.tolist()}..{high.tolist()})")
     crop = np.ascontiguousarray(volume[low[0] : high[0], low[1] : high[1], low[2] : high[2]], dtype=np.float32)
@@ -145,21 +154,13 @@ def csf_enclosed_ml(mesh: Mesh, csf_fraction: np.ndarray, affine: np.ndarray, de
             it, so the other hemisphere and the hindbrain do not count).
         affine: (4, 4) voxel-to-world matrix of the map.
     """
-    import igl
-
     affine = np.asarray(affine, dtype=np.float64)
-    ijk = world_to_voxel(mesh.vertices, affine)
-    box = tuple(slice(max(int(np.floor(lo)), 0), min(int(np.ceil(hi)) + 1, n))
-                for lo, hi, n in zip(ijk.min(axis=0), ijk.max(axis=0), csf_fraction.shape))
-    candidates = np.argwhere(np.asarray(csf_fraction)[box] > 0.5) + np.array([s.start for s in box])
+    low, high = _voxel_box(mesh, affine, np.shape(csf_fraction))
+    box = tuple(slice(a, b) for a, b in zip(low, high))
+    candidates = np.argwhere(np.asarray(csf_fraction)[box] > 0.5) + low
     if not len(candidates):
         return 0.0
-    points = np.ascontiguousarray(voxel_to_world(candidates.astype(np.float64), affine))
-    faces = np.asarray(mesh.faces, dtype=np.int64)
-    inside = np.abs(igl.fast_winding_number(mesh.vertices, faces, points)) > 0.5
-    if not inside.any():
-        return 0.0
-    depth = np.sqrt(igl.point_mesh_squared_distance(points[inside], mesh.vertices, faces)[0])
+    depth = -signed_distance(mesh, voxel_to_world(candidates.astype(np.float64), affine))
     return float(np.count_nonzero(depth > depth_mm) * abs(np.linalg.det(affine[:3, :3])) / 1000.0)
 
 
