@@ -67,7 +67,11 @@ class PartitionSettings:
         ventricle_growth_mm: how far (geodesic, through the subject's CSF in the cerebrum) the
             warped ventricles grow first, so the fill takes ventricles larger than the atlas's
             or reaching where the registration does not carry it (on sub-01 of ds000022 the
-            warped ventricles stop 10 mm below the top of its own); 0: the atlas's alone.
+            warped ventricles stop 10 mm below the top of its own; sub-06's atria lie 15-40
+            voxels of CSF from the warped ventricles); 0: the atlas's alone.
+        ventricle_exterior_margin_mm: the growth keeps this far from the brain's exterior
+            (outside the brain mask, the cerebellum and brainstem): the ventricles open to the
+            cisterns through the choroidal fissure, and a growth along it would fill them.
         seed: ANTs' random seed (positive).
     """
 
@@ -75,7 +79,8 @@ class PartitionSettings:
     iterations: tuple[int, ...] = (40, 20, 0)
     seed_erosion_mm: float = 3.0
     fill_dilation_mm: float = 1.0
-    ventricle_growth_mm: float = 10.0
+    ventricle_growth_mm: float = 40.0
+    ventricle_exterior_margin_mm: float = 8.0
     seed: int = 42
 
     @classmethod
@@ -174,8 +179,10 @@ def partition_brain(label: np.ndarray, atlas: np.ndarray, voxel_size_mm: np.ndar
     partition = np.zeros(label.shape, dtype=np.uint8)
     partition[box] = watershed(elevation, markers[box], mask=brain[box]).astype(np.uint8)
 
-    fill_atlas = np.isin(atlas, _IBSR_FILL) | _ventricles_grown(label, atlas, np.isin(partition, (LEFT, RIGHT)),
-                                                               settings.ventricle_growth_mm / voxel_mm)
+    exterior = ~brain | (partition == HINDBRAIN)
+    open_csf = np.isin(partition, (LEFT, RIGHT)) & (label < 1.5) \
+        & (ndimage.distance_transform_edt(~exterior, sampling=voxel_size_mm) > settings.ventricle_exterior_margin_mm)
+    fill_atlas = np.isin(atlas, _IBSR_FILL) | _ventricles_grown(atlas, open_csf, settings.ventricle_growth_mm / voxel_mm)
     fill_atlas = ndimage.binary_dilation(fill_atlas, _ball(settings.fill_dilation_mm / voxel_mm))
     for cerebrum, fill in (HEMISPHERE_LABELS["L"], HEMISPHERE_LABELS["R"]):
         side = partition == cerebrum
@@ -267,12 +274,12 @@ def cortex_tissue(tissue: TissueMaps, partition: np.ndarray, voxel_size_mm: np.n
     return tissue_from_label(label)
 
 
-def _ventricles_grown(label: np.ndarray, atlas: np.ndarray, cerebrum: np.ndarray, steps: float) -> np.ndarray:
-    """The atlas's ventricles grown ``steps`` voxels (6-connected) through the CSF of the
-    cerebrum (label < 1.5), (X, Y, Z) bool: CSF the subject's ventricles hold beyond the
-    warped ones. Sulcal CSF is not reached: the ventricles' walls are tissue, and what CSF
-    leaves them (the choroidal fissure) is crossed for at most ``steps`` voxels."""
-    csf = cerebrum & (label < 1.5)
+def _ventricles_grown(atlas: np.ndarray, csf: np.ndarray, steps: float) -> np.ndarray:
+    """The atlas's ventricles grown ``steps`` voxels (6-connected) through ``csf`` (X, Y, Z) bool,
+    the cerebrum's CSF away from the brain's exterior: (X, Y, Z) bool, the CSF the subject's
+    ventricles hold beyond the warped ones. Sulcal CSF is not reached: the ventricles' walls
+    are tissue, and the CSF that leaves them (the choroidal fissure) leads to the cisterns,
+    which lie by the exterior."""
     seeds = np.isin(atlas, _IBSR_VENTRICLES) & csf
     steps = int(round(steps))
     if steps < 1 or not seeds.any():

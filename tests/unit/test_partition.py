@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -117,14 +119,37 @@ def test_fill_takes_a_ventricle_larger_than_the_atlas_s(phantom_brain):
     label[tube] = 1.0
     atlas[tube & (points[..., 2] < 10.0)] = 4  # IBSR left lateral ventricle
     upper = tube & (points[..., 2] > 12.0)
-    without = partition_brain(label, atlas, np.ones(3), PartitionSettings(ventricle_growth_mm=0.0))
+    # The phantom's hemispheres are a quarter of a brain's size: so is the growth's margin.
+    settings = PartitionSettings(ventricle_exterior_margin_mm=2.0)
+    without = partition_brain(label, atlas, np.ones(3), replace(settings, ventricle_growth_mm=0.0))
     assert np.mean(without[upper] == LEFT_FILL) < 0.1
-    partition = partition_brain(label, atlas, np.ones(3))
+    partition = partition_brain(label, atlas, np.ones(3), settings)
     assert np.mean(partition[upper] == LEFT_FILL) > 0.95
     # What the growth adds is the tube and the 1 mm rim of WM the fill takes around it.
     near_tube = ndimage.binary_dilation(tube, iterations=2)
     changed = partition != without
     assert changed.sum() > upper.sum() and not np.any(changed & ~near_tube)
+
+
+def test_ventricle_growth_keeps_out_of_the_cisterns(phantom_brain):
+    """The ventricle of the test above, opened by a CSF channel (a choroidal fissure) to the CSF
+    around the hemisphere (a cistern): without a margin the growth runs out through it and fills
+    that CSF; with it the outer CSF stays, and the ventricle is still filled."""
+    label, atlas, _, affine = phantom_brain
+    label, atlas = label.copy(), atlas.copy()
+    _, points = world_grid(SHAPE)
+    around = np.hypot(points[..., 0] + 10.0, points[..., 1] + 5.0)
+    tube = (around < 2.5) & (points[..., 2] > 2.0) & (points[..., 2] < 21.0) & (label == 3.0)
+    channel = (around < 1.5) & (points[..., 2] > -12.0) & (points[..., 2] <= 2.0) & (label > 0)
+    label[tube | channel] = 1.0
+    atlas[tube & (points[..., 2] < 10.0)] = 4  # IBSR left lateral ventricle
+    outer_csf = (label == 1.0) & ~ball(points, (-17.0, 0.0, 8.0), 16.0) & (points[..., 0] < -1.0)
+    upper = tube & (points[..., 2] > 12.0)
+    unbounded = partition_brain(label, atlas, np.ones(3), PartitionSettings(ventricle_exterior_margin_mm=0.0))
+    assert np.sum(unbounded[outer_csf] == LEFT_FILL) > 1000
+    partition = partition_brain(label, atlas, np.ones(3), PartitionSettings(ventricle_exterior_margin_mm=2.0))
+    assert not np.any(partition[outer_csf] == LEFT_FILL)
+    assert np.mean(partition[upper] == LEFT_FILL) > 0.95
 
 
 def test_partition_refuses_an_atlas_that_seeds_nothing(phantom_brain):
