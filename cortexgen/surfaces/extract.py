@@ -237,7 +237,7 @@ def retreat_crossings(mesh: Mesh, towards: Mesh, rounds: int = 8) -> Mesh:
 
 def fit_hemisphere(white: Mesh, cortex: np.ndarray, tissue: TissueMaps, affine: np.ndarray,
                    settings: FitSettings, max_thickness_mm: float = 5.0,
-                   thickness_smoothing: int = 2, repair: bool = True,
+                   repair: bool = True,
                    forbidden: np.ndarray | None = None) -> HemisphereSurfaces:
     """Fit the white mesh to WM = 0.5, then build the pial mesh outwards from it.
 
@@ -249,9 +249,8 @@ def fit_hemisphere(white: Mesh, cortex: np.ndarray, tissue: TissueMaps, affine: 
         white: the template's white mesh already carried onto the subject.
         cortex: (V,) bool; the medial wall (False) seeks no boundary and gets thickness 0.
         tissue: the subject's tissue fractions on the grid of ``affine``.
-        settings: the isosurface fit of the white surface.
+        settings: the isosurface fit of the white surface, and the thickness smoothing.
         max_thickness_mm: the farthest the pial surface is looked for.
-        thickness_smoothing: neighbour-averaging rounds applied to the thickness.
         repair: remove any self-intersections left in the white and pial meshes.
         forbidden: (X, Y, Z) bool on the tissue's grid, where no cortex vertex may end up
             (the cerebellum and brainstem): sub-voxel overshoots there are pulled back
@@ -279,14 +278,11 @@ def fit_hemisphere(white: Mesh, cortex: np.ndarray, tissue: TissueMaps, affine: 
     measured = profile_thickness(white_fit, normals, tissue, affine, max_thickness_mm)
     known = np.isfinite(measured) & cortex
     mean_op = neighbour_mean_operator(white_fit)
-    # Fill unmeasured vertices from their neighbours (weighted smoothing), then smooth a little.
+    # Fill unmeasured vertices from their neighbours (weighted smoothing).
     weight = smooth_values(known.astype(np.float64), mean_op, 10)
     filled = smooth_values(np.where(known, measured, 0.0), mean_op, 10) / np.maximum(weight, 1e-9)
     thickness = np.where(known, measured, np.where(weight > 1e-9, filled, 0.0))
-    # Smoothed: without it the pial surface sits closer to GM+WM = 0.5 on 40962-vertex meshes
-    # (sub-01 L: median 0.05 vs 0.18 mm, p95 1.02 vs 1.16 mm), but on a 10242-vertex mesh the
-    # raw thickness along its coarse normals comes out too thick (native mean 2.90-2.95 mm).
-    thickness = np.clip(smooth_values(thickness, mean_op, thickness_smoothing), 0.0, max_thickness_mm)
+    thickness = np.clip(smooth_values(thickness, mean_op, settings.thickness_smoothing), 0.0, max_thickness_mm)
     thickness[~cortex] = 0.0
     targets = white_fit.vertices + thickness[:, None] * normals
     flowed = flow_to_targets(white_fit, targets, settings).vertices

@@ -34,6 +34,10 @@ class FitSettings:
         refine_iterations: rounds of CAT12's deformable model (:func:`refine_to_level`) run
             on the white mesh after the flow; 0: none. The flow is smooth over ``sigma_mm``
             and so cuts across gyral WM blades and sulcal fundi narrower than that.
+        thickness_smoothing: neighbour-averaging rounds applied to the measured thickness
+            before the pial mesh is placed. Each round pulls a vertex's pial point off its own
+            boundary towards its neighbours' (on the ds000022 heads, 2 rounds put the pial
+            surface's median 0.13 mm and its 95th percentile 0.1-0.16 mm farther from GM+WM = 0.5).
     """
 
     search_mm: float = 3.0
@@ -43,6 +47,7 @@ class FitSettings:
     sigma_mm: float = 3.0
     field_spacing_mm: float = 2.0
     refine_iterations: int = 75
+    thickness_smoothing: int = 0
 
     @classmethod
     def from_config(cls, section: dict) -> FitSettings:
