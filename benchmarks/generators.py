@@ -50,6 +50,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import yaml
+from nibabel.processing import resample_from_to
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -68,6 +69,7 @@ from cortexgen.io import read_table, save_nifti, voxel_sizes  # noqa: E402
 from cortexgen.planning import bridge_held_out, reference_kind, seeded_subset, template_scans  # noqa: E402
 from cortexgen.runtime import limit_threads  # noqa: E402
 from cortexgen.split import split_subjects  # noqa: E402
+from cortexgen.surfaces.partition import HINDBRAIN, LEFT_FILL, RIGHT_FILL  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 #: Steps of the probe that times a network's training step before its run; the first
@@ -232,14 +234,48 @@ def sample_spec(model: str, section: dict, config: dict, model_file: Path, folde
     return spec
 
 
+#: Where a paired image's error is split, in this order (each voxel of the brain mask counts in
+#: the first that holds it): the partition's cerebellum and brainstem and its filled ventricles
+#: and deep nuclei, then by the conditioning surfaces (inside the white, the ribbon, outside the pial).
+ERROR_REGIONS = ("hindbrain", "filled", "inside_white", "ribbon", "outside_pial")
+
+
+def error_by_region(real: np.ndarray, fake: np.ndarray, mask: np.ndarray, partition: np.ndarray,
+                    pial_sdf: np.ndarray, white_sdf: np.ndarray) -> dict:
+    """Each region's share of the squared error in ``mask``, and the PSNR gain (dB) if ``fake``
+    equalled ``real`` there. All (X, Y, Z) on one grid: images in [0, 1], the partition's labels
+    (:data:`cortexgen.surfaces.partition.PARTITION_LABELS`), SDFs in mm (negative inside)."""
+    mask = np.asarray(mask, dtype=bool)
+    regions = {"hindbrain": partition == HINDBRAIN, "filled": np.isin(partition, (LEFT_FILL, RIGHT_FILL)),
+               "inside_white": white_sdf < 0, "ribbon": pial_sdf < 0, "outside_pial": np.ones(mask.shape, bool)}
+    squared = np.where(mask, (real.astype(np.float64) - fake.astype(np.float64)) ** 2, 0.0)
+    total, taken = squared.sum(), np.zeros(mask.shape, dtype=bool)
+    split = {}
+    for name in ERROR_REGIONS:
+        region = regions[name] & ~taken
+        taken |= region
+        error = squared[region].sum()
+        gain = 10.0 * math.log10(total / (total - error)) if total > error else math.inf
+        split[name] = {"share": round(float(error / total), 4) if total else 0.0,
+                       "oracle_gain_db": round(gain, 3) if math.isfinite(gain) else None}
+    return split
+
+
 def paired_scores(pairs: list[tuple[dict, np.ndarray]]) -> dict:
-    """Paired fidelity of each (held-out subject, image in [0, 1]) and the means."""
+    """Paired fidelity of each (held-out subject, image in [0, 1]) and the means; with the
+    subject's partition on record (``partition``), where the error lies (:func:`error_by_region`)."""
     scores = {}
     for subject, fake in pairs:
         real = nib.load(subject["image"]).get_fdata(dtype=np.float32)
         mask = nib.load(subject["mask"]).get_fdata(dtype=np.float32) > 0
         scores[subject["id"]] = {key: round(value, 4) for key, value in
                                  paired_fidelity(real, fake.astype(np.float32), mask).items()}
+        if subject.get("partition"):
+            grid = nib.load(subject["image"])
+            partition = np.asarray(resample_from_to(nib.load(subject["partition"]), grid, order=0).dataobj)
+            sdf = {key: nib.load(subject[key]).get_fdata(dtype=np.float32) for key in ("pialsdf", "whitesdf")}
+            scores[subject["id"]]["error_by_region"] = error_by_region(real, fake, mask, partition,
+                                                                       sdf["pialsdf"], sdf["whitesdf"])
     means = {f"mean_{key}": round(float(np.mean([s[key] for s in scores.values()])), 4)
              for key in ("ssim", "psnr", "mae")}
     return {"per_subject": scores, **means}

@@ -242,7 +242,8 @@ def sample_speed(model: str, section: dict, steps: int, device: torch.device, cu
 
 
 def find_subjects(results: Path) -> list[dict]:
-    """Subjects of a cortexgen results folder with a preprocessed image, both surface SDFs and a brain mask."""
+    """Subjects of a cortexgen results folder with a preprocessed image, both surface SDFs and a brain
+    mask, and the cortex partition (``partition``) where the surface stage wrote one."""
     subjects = []
     for image in sorted((results / "preproc").rglob("*_desc-preproc_T1w.nii.gz")):
         surfaces = results / "surfaces" / image.parent.relative_to(results / "preproc")
@@ -250,6 +251,9 @@ def find_subjects(results: Path) -> list[dict]:
                  "pialsdf": surfaces / image.name.replace("desc-preproc_T1w", "desc-pial_sdf"),
                  "whitesdf": surfaces / image.name.replace("desc-preproc_T1w", "desc-white_sdf"),
                  "mask": image.with_name(image.name.replace("desc-preproc_T1w", "desc-brain_mask"))}
+        partition = surfaces / f"{image.name.split('_res-')[0]}_desc-cortex_dseg.nii.gz"
+        if partition.is_file():
+            files["partition"] = partition
         if all(Path(files[key]).is_file() for key in ("pialsdf", "whitesdf", "mask")):
             subjects.append({key: str(value) for key, value in files.items()})
     return subjects

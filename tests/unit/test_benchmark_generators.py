@@ -3,6 +3,7 @@ training log, metric rows as JSON values."""
 
 import math
 
+import numpy as np
 import pytest
 
 from benchmarks.generators import log_seconds_per_step, metric_values, minutes_per_model
@@ -36,3 +37,24 @@ def test_metric_values_keeps_notes_and_writes_nan_as_none():
     values = metric_values(rows)
     assert values["mmd_rbf_pooled4"] == {"value": 0.25, "ci": [0.1, 0.4], "n": "4 vs 8", "note": ""}
     assert values["fid_medicalnet"]["value"] is None and values["fid_medicalnet"]["ci"] == [None, None]
+
+
+def test_error_by_region_splits_the_squared_error_by_partition_and_surfaces():
+    """Hindbrain, filled, inside white, ribbon and outside pial in slabs of 2 voxels along x:
+    the hindbrain holds half of the squared error, so the real image there gains 3.01 dB."""
+    from benchmarks.generators import ERROR_REGIONS, error_by_region
+    from cortexgen.surfaces.partition import HINDBRAIN, LEFT, LEFT_FILL
+
+    x = np.arange(10)[:, None, None] * np.ones((10, 10, 10))
+    partition = np.where(x < 2, HINDBRAIN, np.where(x < 4, LEFT_FILL, LEFT))
+    white_sdf, pial_sdf = x - 5.5, x - 7.5
+    real = np.zeros((10, 10, 10))
+    fake = np.where(x < 2, 0.2, 0.1)
+    split = error_by_region(real, fake, np.ones_like(real, dtype=bool), partition, pial_sdf, white_sdf)
+    assert list(split) == list(ERROR_REGIONS)
+    assert split["hindbrain"] == {"share": 0.5, "oracle_gain_db": pytest.approx(3.0103, abs=1e-3)}
+    for name in ERROR_REGIONS[1:]:
+        assert split[name]["share"] == 0.125
+    # Outside the mask nothing counts.
+    split = error_by_region(real, fake, x >= 2, partition, pial_sdf, white_sdf)
+    assert split["hindbrain"]["share"] == 0.0 and split["ribbon"]["share"] == 0.25
