@@ -144,8 +144,8 @@ def repair_self_intersections(mesh: Mesh, reference: Mesh | None = None) -> Mesh
 
 
 def keep_out(mesh: Mesh, forbidden: np.ndarray, affine: np.ndarray, anchors: np.ndarray | None = None,
-             steps: int = 10) -> Mesh:
-    """The mesh with every vertex that lies in ``forbidden`` pulled back out of it.
+             cortex: np.ndarray | None = None, steps: int = 10) -> Mesh:
+    """The mesh with every (cortex) vertex that lies in ``forbidden`` pulled back out of it.
 
     A vertex is in when the trilinear value of the indicator there exceeds 0.5, i.e. it is
     nearer a forbidden voxel centre than an allowed one. It moves along the line to its anchor
@@ -158,12 +158,14 @@ def keep_out(mesh: Mesh, forbidden: np.ndarray, affine: np.ndarray, anchors: np.
         forbidden: (X, Y, Z) bool, where no vertex may lie (e.g. the cerebellum and brainstem).
         affine: (4, 4) voxel → world mm of ``forbidden``.
         anchors: (V, 3) allowed points to pull towards, or None.
+        cortex: (V,) bool, the vertices to check; None: all.
         steps: bisection steps (the last point outside is found to 2**-steps of the line).
     """
     forbidden = np.asarray(forbidden, dtype=bool)
     indicator = forbidden.astype(np.float32)
     vertices = mesh.vertices.copy()
-    inside = sample_at(indicator, affine, vertices) > 0.5
+    check = np.ones(len(vertices), dtype=bool) if cortex is None else np.asarray(cortex, dtype=bool)
+    inside = check & (sample_at(indicator, affine, vertices) > 0.5)
     if not inside.any():
         return mesh
     if anchors is None:
@@ -183,12 +185,9 @@ def keep_out(mesh: Mesh, forbidden: np.ndarray, affine: np.ndarray, anchors: np.
 
 
 def _repaired_and_kept_out(mesh: Mesh, repair: bool, forbidden: np.ndarray | None, affine: np.ndarray,
-                           reference: Mesh | None = None, rounds: int = 3, fallback: Mesh | None = None) -> Mesh:
-    """Vertices kept out of ``forbidden`` and self-intersections repaired.
-
-    The medial wall's vertices are kept out too: it closes the hemisphere across the diencephalon
-    beside the brainstem, and where it stayed in the hindbrain the cortex vertices pulled out
-    next to it crossed it (sub-14 L of ds000022: 2 crossings no repair removed).
+                           cortex: np.ndarray, reference: Mesh | None = None, rounds: int = 3,
+                           fallback: Mesh | None = None) -> Mesh:
+    """Cortex vertices kept out of ``forbidden`` and self-intersections repaired.
 
     Each can undo the other (the repair may move a vertex back in, and pulling one out may
     make a crossing), so they alternate until neither has anything left to do, at most
@@ -202,18 +201,18 @@ def _repaired_and_kept_out(mesh: Mesh, repair: bool, forbidden: np.ndarray | Non
     fallback = reference if fallback is None else fallback
     for _ in range(rounds):
         if forbidden is not None:
-            mesh = keep_out(mesh, forbidden, affine, anchors=anchors)
+            mesh = keep_out(mesh, forbidden, affine, anchors=anchors, cortex=cortex)
         # The repair counts the crossings itself and returns the mesh unchanged when there are none.
         repaired = repair_self_intersections(mesh, reference=fallback) if repair else mesh
         if repaired is mesh:
             return mesh
         mesh = repaired
     if forbidden is not None:
-        mesh = keep_out(mesh, forbidden, affine, anchors=anchors)
+        mesh = keep_out(mesh, forbidden, affine, anchors=anchors, cortex=cortex)
     if repair and fallback is not None:
         mesh = retreat_crossings(mesh, fallback)
         if forbidden is not None:
-            mesh = keep_out(mesh, forbidden, affine, anchors=anchors)
+            mesh = keep_out(mesh, forbidden, affine, anchors=anchors, cortex=cortex)
     return mesh
 
 
@@ -253,7 +252,7 @@ def fit_hemisphere(white: Mesh, cortex: np.ndarray, tissue: TissueMaps, affine: 
         settings: the isosurface fit of the white surface, and the thickness smoothing.
         max_thickness_mm: the farthest the pial surface is looked for.
         repair: remove any self-intersections left in the white and pial meshes.
-        forbidden: (X, Y, Z) bool on the tissue's grid, where no vertex may end up
+        forbidden: (X, Y, Z) bool on the tissue's grid, where no cortex vertex may end up
             (the cerebellum and brainstem): sub-voxel overshoots there are pulled back
             (:func:`keep_out`) before the self-intersection repair.
 
@@ -274,7 +273,7 @@ def fit_hemisphere(white: Mesh, cortex: np.ndarray, tissue: TissueMaps, affine: 
         white_fit = refine_to_level(white_flowed, tissue.wm, affine, 0.5, settings.refine_iterations, frozen=~cortex)
     # The invertible flow leaves (almost) no crossings, so what the repair cannot smooth away
     # retreats towards it.
-    white_fit = _repaired_and_kept_out(white_fit, repair, forbidden, affine, fallback=white_flowed)
+    white_fit = _repaired_and_kept_out(white_fit, repair, forbidden, affine, cortex, fallback=white_flowed)
     normals = smoothed_normals(white_fit)
     measured = profile_thickness(white_fit, normals, tissue, affine, max_thickness_mm)
     known = np.isfinite(measured) & cortex
@@ -293,7 +292,7 @@ def fit_hemisphere(white: Mesh, cortex: np.ndarray, tissue: TissueMaps, affine: 
     pial_vertices = flowed + rest * np.minimum(1.0, PIAL_FINAL_STEP_MM / np.maximum(length, 1e-12))
     pial_vertices[~cortex] = white_fit.vertices[~cortex]
     pial = white_fit.with_vertices(pial_vertices)
-    pial = _repaired_and_kept_out(pial, repair, forbidden, affine, reference=white_fit)
+    pial = _repaired_and_kept_out(pial, repair, forbidden, affine, cortex, reference=white_fit)
     return HemisphereSurfaces.from_white_pial(white_fit, pial, cortex)
 
 
