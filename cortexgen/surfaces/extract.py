@@ -214,13 +214,14 @@ def _repaired_and_kept_out(mesh: Mesh, repair: bool, forbidden: np.ndarray | Non
         mesh = retreat_crossings(mesh, fallback)
         if forbidden is not None:
             mesh = keep_out(mesh, forbidden, affine, anchors=anchors, cortex=cortex)
-    if repair and forbidden is not None and cortex is not None and count_self_intersections(mesh):
+    crossings = count_self_intersections(mesh) if repair and forbidden is not None and cortex is not None else 0
+    if crossings:
         # Where the medial wall stays in the hindbrain (beside the diencephalon), the cortex
         # vertices pulled out next to it can cross it again after every repair (sub-14 L of
         # ds000022: 2 crossings); the last resort keeps the medial wall out too. Not the rule:
         # on the 14 heads that made 30 crossings on 4 other hemispheres.
         alternative = _repaired_and_kept_out(mesh, repair, forbidden, affine, None, reference, rounds, fallback)
-        if count_self_intersections(alternative) < count_self_intersections(mesh):
+        if count_self_intersections(alternative) < crossings:
             mesh = alternative
     return mesh
 
