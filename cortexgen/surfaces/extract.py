@@ -143,6 +143,12 @@ def repair_self_intersections(mesh: Mesh, reference: Mesh | None = None) -> Mesh
     return mesh.with_vertices(vertices)
 
 
+#: How far below the 0.5 level of the forbidden region's indicator a vertex pulled out stops
+#: (~0.05 voxel at a flat border): a vertex left on the level itself can fall back in when the
+#: mesh is saved as float32 GIFTI (demo sub-02/-03: 1-2 pial vertices per hemisphere at 0.5000003).
+KEEP_OUT_MARGIN = 0.05
+
+
 def keep_out(mesh: Mesh, forbidden: np.ndarray, affine: np.ndarray, anchors: np.ndarray | None = None,
              cortex: np.ndarray | None = None, steps: int = 10) -> Mesh:
     """The mesh with every (cortex) vertex that lies in ``forbidden`` pulled back out of it.
@@ -150,8 +156,9 @@ def keep_out(mesh: Mesh, forbidden: np.ndarray, affine: np.ndarray, anchors: np.
     A vertex is in when the trilinear value of the indicator there exceeds 0.5, i.e. it is
     nearer a forbidden voxel centre than an allowed one. It moves along the line to its anchor
     (e.g. its white vertex, for a pial vertex) or, without one, to the nearest allowed voxel
-    centre, to the last point of that line outside (bisection). The moves are the sub-voxel
-    overshoots of a smooth flow at a region's border, so they are short.
+    centre, to the last point of that line whose value is at most 0.5 - :data:`KEEP_OUT_MARGIN`
+    (bisection). The moves are the sub-voxel overshoots of a smooth flow at a region's border,
+    so they are short.
 
     Args:
         mesh: world mm.
@@ -178,7 +185,7 @@ def keep_out(mesh: Mesh, forbidden: np.ndarray, affine: np.ndarray, anchors: np.
     low, high = np.zeros(len(end)), np.ones(len(end))
     for _ in range(steps):
         middle = 0.5 * (low + high)
-        out = sample_at(indicator, affine, start + middle[:, None] * (end - start)) <= 0.5
+        out = sample_at(indicator, affine, start + middle[:, None] * (end - start)) <= 0.5 - KEEP_OUT_MARGIN
         low, high = np.where(out, middle, low), np.where(out, high, middle)
     vertices[inside] = start + low[:, None] * (end - start)
     return mesh.with_vertices(vertices)
