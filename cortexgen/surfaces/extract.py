@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import nibabel as nib
@@ -31,10 +31,6 @@ from cortexgen.surfaces.partition import HINDBRAIN, cortex_tissue
 from cortexgen.surfaces.segment import TissueMaps
 from cortexgen.surfaces.template import SurfaceTemplate
 from cortexgen.surfaces.warp import WarpSettings, register_labels
-
-
-#: The longest straight step (mm) of a pial vertex after the flow (see :func:`fit_hemisphere`).
-PIAL_FINAL_STEP_MM = 1.5
 
 
 @dataclass(frozen=True)
@@ -275,12 +271,10 @@ def fit_hemisphere(white: Mesh, cortex: np.ndarray, tissue: TissueMaps, affine: 
 
     The pial mesh grows out of the white one towards each white vertex moved along its
     (smoothed) normal by the thickness from :func:`profile_thickness`, which ends on the CSF or
-    on the midline of a sulcus whose banks touch: first by the invertible flow the white fit
-    uses, which cannot make two sheets cross but keeps the banks of a narrow sulcus apart by
-    about its width (~1 mm short of the midline on each), then straight for the rest of the way,
-    at most :data:`PIAL_FINAL_STEP_MM`, so the banks meet on the midline. The few crossings
-    that last step makes are repaired; bounding it keeps a crumpled white surface (a poor
-    synthetic image in the cycle consistency) from making thousands. Pial and white share the
+    on the midline of a sulcus whose banks touch, by an invertible flow
+    (``settings.pial_sigma_mm`` wide), which cannot make two sheets cross but keeps the banks
+    of a narrow sulcus apart by about its width, then straight on by at most
+    ``settings.pial_final_step_mm``. The crossings left are repaired. Pial and white share the
     vertex order, and the reported thickness is the distance the vertex actually moved.
     """
     cortex = np.asarray(cortex, dtype=bool)
@@ -302,11 +296,11 @@ def fit_hemisphere(white: Mesh, cortex: np.ndarray, tissue: TissueMaps, affine: 
     thickness = np.clip(smooth_values(thickness, mean_op, settings.thickness_smoothing), 0.0, max_thickness_mm)
     thickness[~cortex] = 0.0
     targets = white_fit.vertices + thickness[:, None] * normals
-    flowed = flow_to_targets(white_fit, targets, settings).vertices
-    # The last stretch straight to the target, at most PIAL_FINAL_STEP_MM.
+    pial_flow = replace(settings, sigma_mm=settings.pial_sigma_mm, field_spacing_mm=settings.pial_field_spacing_mm)
+    flowed = flow_to_targets(white_fit, targets, pial_flow).vertices
     rest = targets - flowed
     length = np.linalg.norm(rest, axis=1, keepdims=True)
-    pial_vertices = flowed + rest * np.minimum(1.0, PIAL_FINAL_STEP_MM / np.maximum(length, 1e-12))
+    pial_vertices = flowed + rest * np.minimum(1.0, settings.pial_final_step_mm / np.maximum(length, 1e-12))
     pial_vertices[~cortex] = white_fit.vertices[~cortex]
     pial = white_fit.with_vertices(pial_vertices)
     pial = _repaired_and_kept_out(pial, repair, forbidden, affine, cortex, reference=white_fit)

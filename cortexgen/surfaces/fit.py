@@ -38,6 +38,14 @@ class FitSettings:
             before the pial mesh is placed. Each round pulls a vertex's pial point off its own
             boundary towards its neighbours' (on the ds000022 heads, 2 rounds put the pial
             surface's median 0.13 mm and its 95th percentile 0.1-0.16 mm farther from GM+WM = 0.5).
+        pial_sigma_mm, pial_field_spacing_mm: ``sigma_mm`` and ``field_spacing_mm`` of the
+            flow that grows the pial mesh out of the white one. The flow keeps the two banks of
+            a sulcus apart by about its width, so a narrower one takes them nearer their
+            midline before the repair.
+        pial_final_step_mm: after that flow, each pial vertex goes at most this far straight
+            on to its target (0: not at all). The straight step reaches the target but makes
+            the mesh cross itself over about half its faces, and the repair of those pulls many
+            vertices back farther than the step took them.
     """
 
     search_mm: float = 3.0
@@ -48,6 +56,9 @@ class FitSettings:
     field_spacing_mm: float = 2.0
     refine_iterations: int = 75
     thickness_smoothing: int = 0
+    pial_sigma_mm: float = 1.5
+    pial_field_spacing_mm: float = 1.0
+    pial_final_step_mm: float = 0.0
 
     @classmethod
     def from_config(cls, section: dict) -> FitSettings:
