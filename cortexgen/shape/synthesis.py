@@ -132,9 +132,9 @@ def synthesize_hemisphere(
             in every shape), tapering to no loss over d mm of geodesic distance outside it.
         repair: remove self-intersections of the white and pial meshes (cat-surf) that
             building them from the mid-thickness surface left (few with ``flow``).
-        flow: the invertible flow (config ``surfaces.fit``, as for a subject's pial) that
-            carries the model's mean mid-thickness surface onto the sample's and moves white
-            and pial out of it; None uses the reconstructed vertices and ± thickness/2 as
+        flow: the invertible flow (config ``surfaces.fit``: its ``sigma_mm``, the white fit's
+            width) that carries the model's mean mid-thickness surface onto the sample's and
+            moves white and pial out of it; None uses the reconstructed vertices and ± thickness/2 as
             they are, which folds and crosses facing banks in tight sulci.
 
     The returned thickness is |pial − white|, as for a subject: with ``flow`` it is the
