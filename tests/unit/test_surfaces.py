@@ -295,3 +295,20 @@ def test_fsaverage_template_from_nilearn():
     assert np.median(fine.white.vertices[~fine.cortex, 0]) > -15
     right = load_fsaverage("R", subdivisions=0)
     assert right.white.vertices[:, 0].mean() > 0 > coarse.white.vertices[:, 0].mean()
+
+
+def test_fit_settings_config_schema_and_defaults_agree():
+    """config surfaces.fit, its schema and FitSettings name the same entries with the same values."""
+    import dataclasses
+    from pathlib import Path
+
+    import yaml
+
+    repo = Path(__file__).resolve().parents[2]
+    config = yaml.safe_load((repo / "config" / "config.yaml").read_text())["surfaces"]["fit"]
+    schema = yaml.safe_load((repo / "config" / "schema.yaml").read_text())["properties"]["surfaces"]["properties"]["fit"]
+    defaults = {f.name: f.default for f in dataclasses.fields(FitSettings)}
+    assert set(config) == set(schema["properties"]) == set(defaults)
+    for name, value in defaults.items():
+        assert config[name] == value == schema["properties"][name]["default"], name
+    assert FitSettings.from_config(config) == FitSettings()
