@@ -12,7 +12,7 @@ from cortexgen.surfaces.mesh import Mesh, count_self_intersections, euler_charac
 from cortexgen.surfaces.segment import segment_tissue, tissue_from_fractions, tissue_from_label
 from cortexgen.surfaces.template import HemisphereMeshes, SurfaceTemplate, load_fsaverage, synthetic_label
 from cortexgen.surfaces.warp import WarpSettings
-from tests.conftest import world_grid
+from tests.conftest import REPO, world_grid
 
 WHITE_R, PIAL_R = 20.0, 22.5
 CENTRE = np.array([0.3, -0.4, 0.2])  # off the voxel grid on purpose
@@ -300,13 +300,12 @@ def test_fsaverage_template_from_nilearn():
 def test_fit_settings_config_schema_and_defaults_agree():
     """config surfaces.fit, its schema and FitSettings name the same entries with the same values."""
     import dataclasses
-    from pathlib import Path
 
     import yaml
 
-    repo = Path(__file__).resolve().parents[2]
-    config = yaml.safe_load((repo / "config" / "config.yaml").read_text())["surfaces"]["fit"]
-    schema = yaml.safe_load((repo / "config" / "schema.yaml").read_text())["properties"]["surfaces"]["properties"]["fit"]
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["surfaces"]["fit"]
+    schema = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
+    schema = schema["properties"]["surfaces"]["properties"]["fit"]
     defaults = {f.name: f.default for f in dataclasses.fields(FitSettings)}
     assert set(config) == set(schema["properties"]) == set(defaults)
     for name, value in defaults.items():
