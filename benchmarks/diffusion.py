@@ -10,7 +10,7 @@ memory (CUDA: torch.cuda.max_memory_allocated; CPU: peak RSS of this process), a
 per sampled volume with ``--sample-steps`` network evaluations (the bridge's 10, a DDIM of
 that many steps for ddpm/deform). bf16 autocast on CUDA, as in training. Defaults: the
 default UNet (MONAI 3D DDPM: channels 128/128/256, 2 residual blocks, bottleneck attention)
-at 84x128x84. ``--packing haar``: the bridge on Haar-packed volumes (a UNet on the half grid
+at 84x128x84. ``--packing haar``: the bridge and the DDPM on Haar-packed volumes (a UNet on the half grid
 with 8 channels per volume channel; see cortexgen/diffusion/packing.py).
 """
 
@@ -43,7 +43,7 @@ def synchronize(device):
 
 def bench_generator(name, args, device):
     generator = make_generator(name, {"sample_steps": args.sample_steps,
-                                      **({"packing": args.packing} if name == "bridge" else {})})
+                                      **({"packing": args.packing} if name != "deform" else {})})
     groups = min(32, min(args.channels))
     settings = NetworkSettings(channels=tuple(args.channels), attention_levels=(False,) * (len(args.channels) - 1) + (True,),
                                num_res_blocks=args.res_blocks, norm_num_groups=groups)
@@ -81,7 +81,7 @@ def bench_generator(name, args, device):
         if name == "bridge":
             generator.sample(network, batch["condition"][:1].expand(n_sample, -1, -1, -1, -1).contiguous(), generator=rng)
         else:
-            generator.sample(network, (n_sample, generator.out_channels, *args.grid), generator=rng, device=device)
+            generator.sample(network, (n_sample, generator.channels, *args.grid), generator=rng, device=device)
         synchronize(device)
         sample_seconds = time.perf_counter() - start
     step_seconds = statistics.median(times)
@@ -106,7 +106,7 @@ def main():
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--sample-steps", type=int, default=10)
     parser.add_argument("--generators", nargs="+", default=["bridge", "ddpm", "deform"])
-    parser.add_argument("--packing", choices=["none", "haar"], default="none", help="the bridge's packing")
+    parser.add_argument("--packing", choices=["none", "haar"], default="none", help="the bridge's and the DDPM's packing")
     args = parser.parse_args()
     device = torch.device(args.device)
     apply_cuda_settings(CudaSettings(), device)  # as training jobs do with diffusion.cuda's defaults
@@ -116,7 +116,7 @@ def main():
                     "threads": torch.get_num_threads()},
         "settings": {"grid": args.grid, "channels": args.channels, "res_blocks": args.res_blocks,
                      "batch": args.batch, "steps": args.steps, "sample_steps": args.sample_steps,
-                     "bridge_packing": args.packing,
+                     "packing": args.packing,
                      "bf16": device.type == "cuda"},
         "generators": {name: bench_generator(name, args, device) for name in args.generators},
     }

@@ -141,7 +141,7 @@ def synchronize(device: torch.device) -> None:
 def random_batch(model: str, generator, batch: int, grid, device, channels_last: bool) -> dict:
     """A batch of uniform [-1, 1] volumes (a step's cost does not depend on the values), the generator fitted on it."""
     rng = torch.Generator().manual_seed(0)
-    shapes = {"image": (batch, 1 if model == "bridge" else generator.out_channels, *grid)}
+    shapes = {"image": (batch, generator.channels, *grid)}
     if model == "bridge":
         shapes["condition"] = (batch, generator.condition_channels, *grid)
     values = {key: (torch.rand(shape, generator=rng) * 2 - 1).to(device) for key, shape in shapes.items()}
@@ -224,7 +224,7 @@ def sample_speed(model: str, section: dict, steps: int, device: torch.device, cu
             if model == "bridge":
                 condition = random_batch(model, generator, 1, grid, device, False)["condition"]
                 return generator.sample(network, condition, generator=rng, sample_steps=steps)
-            return generator.sample(network, (1, generator.out_channels, *grid), generator=rng,
+            return generator.sample(network, (1, generator.channels, *grid), generator=rng,
                                     sample_steps=steps, device=device)
 
     with torch.no_grad():

@@ -76,7 +76,8 @@ def sampling_steps(num_steps: int, sample_steps: int) -> list[int]:
 
 def ddim_step(schedule: NoiseSchedule, alphas_cumprod: torch.Tensor, prediction: torch.Tensor, t: int,
               t_prev: int, x_t: torch.Tensor, eta: float = 0.0,
-              noise: torch.Tensor | None = None) -> torch.Tensor:
+              noise: torch.Tensor | None = None,
+              clip: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """One DDIM step (Song et al. 2021, eqs. 12 and 16) from step ``t`` to the earlier step ``t_prev``.
 
     Args:
@@ -86,6 +87,8 @@ def ddim_step(schedule: NoiseSchedule, alphas_cumprod: torch.Tensor, prediction:
             result is the predicted clean sample.
         eta: scales the posterior noise (0: deterministic).
         noise: unit Gaussian, shape of x_t; needed when ``eta > 0`` and ``t_prev >= 0``.
+        clip: with ``schedule.clip_sample``, what clips the predicted clean sample (default: a
+            clamp to [-1, 1]; a packed volume is clamped in image space instead).
 
     Returns:
         x_{t_prev}, shape and dtype of x_t.
@@ -103,7 +106,7 @@ def ddim_step(schedule: NoiseSchedule, alphas_cumprod: torch.Tensor, prediction:
     else:
         raise ValueError(f"unknown prediction type {kind!r}")
     if schedule.clip_sample:
-        x0_hat = x0_hat.clamp(-1.0, 1.0)
+        x0_hat = clip(x0_hat) if clip is not None else x0_hat.clamp(-1.0, 1.0)
     sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)) ** 0.5
     # At eta 1, 1 - a_prev - sigma² is 0 up to rounding, which can leave it a hair below.
     x_prev = a_prev**0.5 * x0_hat + max(1 - a_prev - sigma**2, 0.0) ** 0.5 * eps_hat
@@ -114,8 +117,10 @@ def ddim_step(schedule: NoiseSchedule, alphas_cumprod: torch.Tensor, prediction:
 
 def sample(schedule: NoiseSchedule, predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
            shape: tuple[int, ...], sample_steps: int, generator: torch.Generator | None = None,
-           device: torch.device | str = "cpu", eta: float = 0.0, progress: Callable | None = None) -> torch.Tensor:
-    """DDIM from pure noise: ``shape`` = (B, C, X, Y, Z); ``predict(x_t, t)`` the network.
+           device: torch.device | str = "cpu", eta: float = 0.0, progress: Callable | None = None,
+           clip: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """DDIM from pure noise: ``shape`` = (B, C, X, Y, Z); ``predict(x_t, t)`` the network;
+    ``clip`` as in :func:`ddim_step`.
 
     ``eta = 0`` is deterministic given the starting noise, so a seed fixes the sample.
     ``progress`` wraps the list of (t, t_prev) pairs (e.g. tqdm).
@@ -130,5 +135,5 @@ def sample(schedule: NoiseSchedule, predict: Callable[[torch.Tensor, torch.Tenso
         noise = None
         if eta > 0 and t_prev >= 0:
             noise = torch.randn(shape, generator=generator, device=device, dtype=x_t.dtype)
-        x_t = ddim_step(schedule, alphas_cumprod, prediction, t, t_prev, x_t, eta, noise)
+        x_t = ddim_step(schedule, alphas_cumprod, prediction, t, t_prev, x_t, eta, noise, clip)
     return x_t

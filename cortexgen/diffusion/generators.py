@@ -36,6 +36,13 @@ CONDITIONS = ("pialsdf", "whitesdf", "ribbon")
 ENDPOINTS = ("prior", "condition")
 
 
+def packed_clip(grid: Sequence[int]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A packed predicted image clamped to [-1, 1] in image space (unpacked to ``grid``, clamped,
+    packed again): its coefficients range over [-sqrt(8), sqrt(8)], so a clamp of them would cut the
+    brightest and darkest blocks."""
+    return lambda x0: packing.pack(packing.unpack(x0, grid).clamp(-1.0, 1.0))
+
+
 def seeded(seed: int, position: int) -> torch.Generator:
     """A CPU generator for the sample at ``position`` of a run seeded with ``seed``."""
     return torch.Generator().manual_seed((int(seed) * 1_000_003 + int(position)) % (2**63 - 1))
@@ -92,11 +99,14 @@ class DDPMSettings:
     schedule: ddpm_maths.NoiseSchedule = field(default_factory=ddpm_maths.NoiseSchedule)
     sample_steps: int = 50
     eta: float = 0.0
+    packing: str = "none"
 
     @classmethod
     def from_dict(cls, values: dict) -> DDPMSettings:
         values = dict(values)
         values["schedule"] = ddpm_maths.NoiseSchedule(**values.get("schedule", {}))
+        if values.get("packing", cls.packing) not in PACKINGS:
+            raise ValueError(f"ddpm packing must be one of {PACKINGS}, got {values['packing']!r}")
         return cls(**values)
 
 
@@ -111,6 +121,8 @@ class BridgeGenerator:
     """
 
     name = "bridge"
+    #: Channels of each generated volume (before packing): an image.
+    channels = 1
 
     def __init__(self, settings: BridgeSettings):
         self.settings = settings
@@ -176,7 +188,7 @@ class BridgeGenerator:
             return None
         if not self.packed:
             return lambda x0: x0.clamp(-1.0, 1.0)
-        return lambda x0: packing.pack(packing.unpack(x0, grid).clamp(-1.0, 1.0))
+        return packed_clip(grid)
 
     @torch.no_grad()
     def sample(self, network, condition: torch.Tensor, generator: torch.Generator | None = None,
@@ -193,17 +205,24 @@ class BridgeGenerator:
 
 
 class DDPMGenerator:
-    """Unconditional DDPM over ``channels``-channel volumes: images (1) or deformation fields (3)."""
+    """Unconditional DDPM over ``channels``-channel volumes: images (1) or deformation fields (3).
+
+    With ``packing: haar`` the network sees every volume Haar-packed (8 channels per channel at
+    half the grid) and samples are unpacked to the full grid; the predicted clean sample is
+    clipped in image space.
+    """
 
     def __init__(self, settings: DDPMSettings, channels: int, name: str = "ddpm"):
         self.settings = settings
         self.name = name
-        self.in_channels = self.out_channels = channels
+        self.channels = int(channels)
+        self.packed = settings.packing == "haar"
+        self.in_channels = self.out_channels = self.channels * (packing.PACKED_CHANNELS if self.packed else 1)
         self.scheduler = settings.schedule.training_scheduler()
 
     def network_grid(self, grid: Sequence[int]) -> tuple[int, int, int]:
-        """The grid the UNet sees for volumes on ``grid`` (the same: no packing)."""
-        return tuple(int(side) for side in grid)
+        """The grid the UNet sees for volumes on ``grid``."""
+        return packing.packed_grid(grid) if self.packed else tuple(int(side) for side in grid)
 
     def fit(self, data: dict, mirror: bool = False) -> None:
         """Nothing is learned without gradients."""
@@ -215,7 +234,7 @@ class DDPMGenerator:
         """Nothing to restore."""
 
     def loss(self, network, batch: dict, positions: Sequence[int], seed: int) -> torch.Tensor:
-        x0 = batch["image"]
+        x0 = packing.pack(batch["image"]) if self.packed else batch["image"]
         t, noise = draws(seed, positions, self.settings.schedule.num_steps, x0.shape[1:])
         t, noise = t.to(x0.device), noise.to(x0.device, x0.dtype)
         x_t = ddpm_maths.q_sample(self.scheduler, x0, t, noise)
@@ -226,11 +245,17 @@ class DDPMGenerator:
     def sample(self, network, shape: Sequence[int], generator: torch.Generator | None = None,
                progress: Callable | None = None, sample_steps: int | None = None,
                device: torch.device | str = "cpu") -> torch.Tensor:
-        """Volumes (B, C, X, Y, Z) from noise; ``shape`` = (B, C, X, Y, Z)."""
-        return ddpm_maths.sample(
-            self.settings.schedule, lambda x_t, t: network(x_t, t).float(), tuple(shape),
+        """Volumes (B, C, X, Y, Z) from noise; ``shape`` = (B, C, X, Y, Z), C = :attr:`channels`."""
+        batch, channels, *grid = (int(side) for side in shape)
+        noise_shape, clip = (batch, channels, *grid), None
+        if self.packed:
+            noise_shape = (batch, channels * packing.PACKED_CHANNELS, *packing.packed_grid(grid))
+            clip = packed_clip(grid)
+        volume = ddpm_maths.sample(
+            self.settings.schedule, lambda x_t, t: network(x_t, t).float(), noise_shape,
             sample_steps or self.settings.sample_steps, generator=generator, device=device,
-            eta=self.settings.eta, progress=progress)
+            eta=self.settings.eta, progress=progress, clip=clip)
+        return packing.unpack(volume, grid) if self.packed else volume
 
 
 def make_generator(name: str, settings: dict):

@@ -272,7 +272,7 @@ def _network_draws(spec: dict, device: torch.device, cuda: CudaSettings):
     network's scaling, a field in mm), seeded by (sampling seed, index); and its field settings."""
     trained = load_model(spec["model_file"], device)
     sampling = spec["settings"]["sampling"]
-    shape = (1, trained.generator.out_channels, *trained.grid)
+    shape = (1, trained.generator.channels, *trained.grid)
 
     def draw(index: int) -> torch.Tensor:
         generator = torch.Generator(device=device).manual_seed(sampling["seed"] * 100_003 + index)
