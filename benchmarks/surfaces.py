@@ -14,7 +14,8 @@ Quality per subject and hemisphere: the QC row (Euler characteristics, self-inte
 thickness, area, median / 95th percentile distances of white and pial to their tissue
 boundaries and the WM boundary's fraction the white surface leaves over 3 mm away, the CSF
 it encloses, cortex vertices in the cerebellum/brainstem, flags) and the mean thickness in the
-scan's own space. Across subjects: the shape model's leave-one-out error (9 modes).
+scan's own space. Across subjects: the shape model's leave-one-out error (9 modes), its parts
+along and across the held-out surfaces' normals, and the mean shape's error beside it.
 
 ``--unpartitioned`` also fits the surfaces without the partition (the stage before it) and
 counts its cortex vertices in the cerebellum/brainstem: the before/after. The hindbrain is
@@ -306,13 +307,16 @@ def main() -> None:
                 "max_depth_mm": max(h["max_depth_mm"] for e in subjects.values() for h in e[key].values())}
 
     references = [h for e in subjects.values() for h in e.get("pbt_central", {}).values()]
-    loo = {}
+    loo, loo_parts = {}, {}
     if len(shapes) >= 3:
         for hemi in ("L", "R"):
             mids = np.stack([shapes[s][hemi][0] for s in shapes])
             thick = np.stack([shapes[s][hemi][1] for s in shapes])
             result = generalisation(mids, thick, shapes[next(iter(shapes))][hemi][2], [LOO_MODES], hemi=hemi)
             loo[hemi] = round(result["vertex_error_mm_mean"][0], 3)
+            loo_parts[hemi] = {"along_normal": round(result["normal_error_mm_mean"][0], 3),
+                               "across_normal": round(result["tangential_error_mm_mean"][0], 3),
+                               "mean_shape_alone": round(result["mean_shape_error_mm_mean"], 3)}
 
     report = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": args.threads},
@@ -358,6 +362,9 @@ def main() -> None:
                    for key in ("assd_mm", "hd95_mm", "beyond_3mm_fraction")},
             },
             f"shape_model_loo_error_mm_{LOO_MODES}_modes": loo or None,
+            # The error's mean parts along the held-out surface's normals (shape) and across them
+            # (vertices sliding: correspondence), and the other subjects' mean shape's error.
+            f"shape_model_loo_parts_mm_{LOO_MODES}_modes": loo_parts or None,
         },
         "subjects": subjects,
     }

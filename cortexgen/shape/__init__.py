@@ -20,7 +20,7 @@ from cortexgen.shape.model import (
     shape_features,
     split_features,
 )
-from cortexgen.shape.quality import compactness, generalisation, specificity
+from cortexgen.shape.quality import compactness, generalisation, normal_and_tangential, specificity
 
 __all__ = [
     "ShapeModel",
@@ -31,6 +31,7 @@ __all__ = [
     "distance_to_region",
     "fit_shape_model",
     "generalisation",
+    "normal_and_tangential",
     "geodesic_distance",
     "interpolate",
     "load_shape_model",

@@ -16,11 +16,31 @@ from collections.abc import Sequence
 import numpy as np
 
 from cortexgen.shape.model import ShapeModel, fit_shape_model, project, reconstruct, sample_coefficients
+from cortexgen.surfaces.mesh import Mesh, vertex_normals
 
 
 def compactness(model: ShapeModel) -> np.ndarray:
     """(K,) cumulative fraction of the training variance explained by the first 1..K modes."""
     return np.cumsum(model.variances) / model.total_variance
+
+
+def normal_and_tangential(displacement: np.ndarray, vertices: np.ndarray,
+                          faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each vertex's displacement split along the surface's unit normal there and across it.
+
+    Args:
+        displacement: (V, 3) mm.
+        vertices: (V, 3) mm, the mesh whose normals are used.
+        faces: (M, 3).
+
+    Returns:
+        (V,) |component along the normal| and (V,) |component in the tangent plane|, mm. The first
+        moves the surface; the second slides a vertex along it, which changes only correspondence.
+    """
+    normals = vertex_normals(Mesh(np.asarray(vertices, dtype=np.float64), np.asarray(faces)))
+    along = np.einsum("ij,ij->i", displacement, normals)
+    across = displacement - along[:, None] * normals
+    return np.abs(along), np.linalg.norm(across, axis=1)
 
 
 def generalisation(
@@ -47,9 +67,13 @@ def generalisation(
 
     Returns:
         ``{"modes": [k...], "vertex_error_mm_mean": [...], "vertex_error_mm_std": [...],
-        "thickness_mae_mm_mean": [...], "thickness_mae_mm_std": [...], "n_subjects": N}``:
-        per k, the mean Euclidean vertex distance (mean over vertices) and the thickness
-        mean absolute error, each then mean and std (population) over held-out subjects.
+        "normal_error_mm_mean": [...], "tangential_error_mm_mean": [...],
+        "thickness_mae_mm_mean": [...], "thickness_mae_mm_std": [...],
+        "mean_shape_error_mm_mean": float, "n_subjects": N}``: per k, the mean Euclidean vertex
+        distance (mean over vertices), its parts along and across the held-out surface's normals
+        (:func:`normal_and_tangential`) and the thickness mean absolute error, each then mean (and
+        std, population) over held-out subjects; and the vertex distance of the other subjects'
+        mean shape (no mode), the baseline the modes improve on.
     """
     mid = np.asarray(mid_vertices, dtype=np.float64)
     thick = np.asarray(thickness, dtype=np.float64)
@@ -58,7 +82,10 @@ def generalisation(
         raise ValueError(f"leave-one-out needs at least 3 subjects, got {n}")
     modes = _modes(modes)
     vertex_error = np.empty((n, len(modes)))
+    normal_error = np.empty((n, len(modes)))
+    tangential_error = np.empty((n, len(modes)))
     thickness_error = np.empty((n, len(modes)))
+    mean_shape_error = np.empty(n)
     for held_out in range(n):
         train = np.arange(n) != held_out
         model = fit_shape_model(
@@ -66,17 +93,25 @@ def generalisation(
             variance_threshold=1.0, max_modes=None, scaling=scaling,
         )
         z = project(model, mid[held_out], thick[held_out])
+        mean_shape_error[held_out] = np.linalg.norm(reconstruct(model, z[:0])[0] - mid[held_out], axis=1).mean()
         for column, k in enumerate(modes):
             k = min(k, model.n_modes)
             rec_mid, rec_thick = reconstruct(model, z[:k])
-            vertex_error[held_out, column] = np.linalg.norm(rec_mid - mid[held_out], axis=1).mean()
+            residual = rec_mid - mid[held_out]
+            along, across = normal_and_tangential(residual, mid[held_out], faces)
+            vertex_error[held_out, column] = np.linalg.norm(residual, axis=1).mean()
+            normal_error[held_out, column] = along.mean()
+            tangential_error[held_out, column] = across.mean()
             thickness_error[held_out, column] = np.abs(rec_thick - thick[held_out]).mean()
     return {
         "modes": modes,
         "vertex_error_mm_mean": vertex_error.mean(axis=0).tolist(),
         "vertex_error_mm_std": vertex_error.std(axis=0).tolist(),
+        "normal_error_mm_mean": normal_error.mean(axis=0).tolist(),
+        "tangential_error_mm_mean": tangential_error.mean(axis=0).tolist(),
         "thickness_mae_mm_mean": thickness_error.mean(axis=0).tolist(),
         "thickness_mae_mm_std": thickness_error.std(axis=0).tolist(),
+        "mean_shape_error_mm_mean": float(mean_shape_error.mean()),
         "n_subjects": int(n),
     }
 

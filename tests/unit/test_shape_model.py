@@ -18,6 +18,7 @@ from cortexgen.shape import (
     geodesic_distance,
     interpolate,
     load_shape_model,
+    normal_and_tangential,
     project,
     reconstruct,
     sample_coefficients,
@@ -284,6 +285,46 @@ def test_white_and_pial_are_a_thickness_apart(sphere):
 
 
 # ----------------------------------------------------------------------------- quality
+
+
+def test_a_displacement_splits_into_its_normal_and_tangential_parts_on_a_sphere(sphere):
+    normals = sphere.vertices / RADIUS_MM
+    tangents = np.cross(normals, [0.0, 0.0, 1.0]) + np.cross(normals, [1.0, 0.0, 0.0])
+    tangents /= np.linalg.norm(tangents, axis=1, keepdims=True)
+    along, across = normal_and_tangential(-0.3 * normals + 0.4 * tangents, sphere.vertices, sphere.faces)
+    # icosphere vertex normals are radial up to the faces' discretisation
+    np.testing.assert_allclose(along, 0.3, atol=0.02)
+    np.testing.assert_allclose(across, 0.4, atol=0.02)
+
+
+def _rotation(axis: int, angle: float) -> np.ndarray:
+    c, s = np.cos(angle), np.sin(angle)
+    i, j = [a for a in range(3) if a != axis]
+    matrix = np.eye(3)
+    matrix[i, i], matrix[i, j], matrix[j, i], matrix[j, j] = c, -s, s, c
+    return matrix
+
+
+def test_generalisation_error_lies_along_the_normal_for_shape_change_and_across_it_for_sliding(sphere):
+    """Subjects that differ by bumps along the normals leave a leave-one-out residual along them;
+    subjects that are one sphere rotated (every vertex slides, the surface stays) leave it across."""
+    rng = np.random.default_rng(7)
+    n, v = 8, len(sphere.vertices)
+    normals = sphere.vertices / RADIUS_MM
+    fields = np.stack([normals[:, 2], normals[:, 0] * normals[:, 1], normals[:, 0] ** 2 - normals[:, 2] ** 2])
+    bumps = (fields[:, :, None] * normals[None]).reshape(3, 3 * v)
+    mids, thickness = family(sphere, rng.standard_normal((n, 3)) * 1.5, bumps)
+    bumped = generalisation(mids, thickness, sphere.faces, modes=[1])
+    assert bumped["vertex_error_mm_mean"][0] > 0.2
+    assert bumped["tangential_error_mm_mean"][0] < 0.1 * bumped["normal_error_mm_mean"][0]
+
+    angles = rng.standard_normal((n, 2)) * 0.02  # about 1 mm of sliding at 50 mm
+    mids = np.stack([sphere.vertices @ (_rotation(2, a) @ _rotation(0, b)).T for a, b in angles])
+    rotated = generalisation(mids, np.full((n, v), THICKNESS_MM), sphere.faces, modes=[1])
+    assert rotated["vertex_error_mm_mean"][0] > 0.2
+    assert rotated["normal_error_mm_mean"][0] < 0.1 * rotated["tangential_error_mm_mean"][0]
+    for result in (bumped, rotated):
+        assert result["mean_shape_error_mm_mean"] > result["vertex_error_mm_mean"][0]
 
 
 def test_generalisation_falls_to_zero_at_the_true_rank_and_specificity_is_finite(sphere):
