@@ -33,6 +33,7 @@ import torch  # noqa: E402
 from benchmarks.measure import PeakRSS  # noqa: E402
 from cortexgen.diffusion.generators import make_generator  # noqa: E402
 from cortexgen.diffusion.networks import NetworkSettings, build_unet, check_grid  # noqa: E402
+from cortexgen.diffusion.registry import generator as registry_entry  # noqa: E402
 from cortexgen.diffusion.training import CudaSettings, apply_cuda_settings  # noqa: E402
 
 
@@ -42,8 +43,9 @@ def synchronize(device):
 
 
 def bench_generator(name, args, device):
-    generator = make_generator(name, {"sample_steps": args.sample_steps,
-                                      **({"packing": args.packing} if name != "deform" else {})})
+    # Only the generators whose config takes a packing (the registry's keys) get it.
+    generator = make_generator(name, registry_entry(name).generator_settings(
+        {"sample_steps": args.sample_steps, "packing": args.packing}))
     groups = min(32, min(args.channels))
     settings = NetworkSettings(channels=tuple(args.channels), attention_levels=(False,) * (len(args.channels) - 1) + (True,),
                                num_res_blocks=args.res_blocks, norm_num_groups=groups)
