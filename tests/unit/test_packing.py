@@ -55,13 +55,16 @@ def test_packed_bridge_samples_the_full_grid_image_with_an_oracle_network():
     assert torch.allclose(out, x0, atol=1e-9)
 
 
-def test_packed_bridge_loss_runs_a_unet_on_the_half_grid():
-    generator = make_generator("bridge", {"packing": "haar"})
+@pytest.mark.parametrize("model", ["bridge", "ddpm"])
+def test_packed_loss_runs_a_unet_on_the_half_grid(model):
+    generator = make_generator(model, {"packing": "haar"})
     settings = NetworkSettings(channels=(8, 8, 8), attention_levels=(False, False, False), num_res_blocks=1,
                                norm_num_groups=4)
     assert generator.network_grid((84, 128, 84)) == (44, 64, 44)
     network = build_unet(settings, generator.in_channels, generator.out_channels)
-    batch = {"image": torch.rand(1, 1, 12, 16, 12) * 2 - 1, "condition": torch.rand(1, 2, 12, 16, 12) * 2 - 1}
+    batch = {"image": torch.rand(1, 1, 12, 16, 12) * 2 - 1}
+    if model == "bridge":
+        batch["condition"] = torch.rand(1, 2, 12, 16, 12) * 2 - 1
     loss = generator.loss(network, batch, [0], seed=0)
     assert loss.ndim == 0 and torch.isfinite(loss)
 
@@ -88,16 +91,6 @@ def test_packed_ddpm_samples_the_full_grid_image_with_an_oracle_network(sample_s
     out = generator.sample(oracle, (1, 1, *grid), generator=torch.Generator().manual_seed(0))
     assert out.shape == (1, 1, *grid)
     assert torch.allclose(out.double(), x0, atol=1e-5)
-
-
-def test_packed_ddpm_loss_runs_a_unet_on_the_half_grid():
-    generator = make_generator("ddpm", {"packing": "haar"})
-    settings = NetworkSettings(channels=(8, 8, 8), attention_levels=(False, False, False), num_res_blocks=1,
-                               norm_num_groups=4)
-    assert generator.network_grid((84, 128, 84)) == (44, 64, 44)
-    network = build_unet(settings, generator.in_channels, generator.out_channels)
-    loss = generator.loss(network, {"image": torch.rand(1, 1, 12, 16, 12) * 2 - 1}, [0], seed=0)
-    assert loss.ndim == 0 and torch.isfinite(loss)
 
 
 def test_only_the_image_generators_take_a_packing_from_their_config_section():
