@@ -259,7 +259,7 @@ def main() -> None:
     import numpy as np
     import yaml
 
-    from cortexgen.shape.quality import generalisation
+    from cortexgen.shape.quality import folding_agreement, generalisation
     from cortexgen.surfaces.template import build_template
 
     config = yaml.safe_load(args.config.read_text())
@@ -307,7 +307,13 @@ def main() -> None:
                 "max_depth_mm": max(h["max_depth_mm"] for e in subjects.values() for h in e[key].values())}
 
     references = [h for e in subjects.values() for h in e.get("pbt_central", {}).values()]
-    loo, loo_parts = {}, {}
+    loo, loo_parts, folds = {}, {}, {}
+    if len(shapes) >= 2:
+        for hemi in ("L", "R"):
+            thick = np.stack([shapes[s][hemi][1] for s in shapes])
+            agreement = folding_agreement(np.stack([shapes[s][hemi][0] for s in shapes]),
+                                          shapes[next(iter(shapes))][hemi][2], (thick > 0).all(axis=0))
+            folds[hemi] = {key: agreement[key] for key in ("curvature_r_mean", "curvature_r_min")}
     if len(shapes) >= 3:
         for hemi in ("L", "R"):
             mids = np.stack([shapes[s][hemi][0] for s in shapes])
@@ -365,6 +371,9 @@ def main() -> None:
             # The error's mean parts along the held-out surface's normals (shape) and across them
             # (vertices sliding: correspondence), and the other subjects' mean shape's error.
             f"shape_model_loo_parts_mm_{LOO_MODES}_modes": loo_parts or None,
+            # Correspondence checked against the folds: each subject's mean curvature against the
+            # other subjects' mean, per vertex (1: every fold at the same vertices).
+            "folding_agreement": folds or None,
         },
         "subjects": subjects,
     }

@@ -12,7 +12,7 @@ from cortexgen.io import atomic_output  # noqa: E402
 from cortexgen.shape.figures import mode_figure, quality_figure  # noqa: E402
 from cortexgen.shape.model import load_shape_model  # noqa: E402
 from cortexgen.shards import complete_indices, select  # noqa: E402
-from cortexgen.shape.quality import compactness, generalisation, specificity  # noqa: E402
+from cortexgen.shape.quality import compactness, folding_agreement, generalisation, specificity  # noqa: E402
 from cortexgen.surfaces.mesh import load_shape, load_surface  # noqa: E402
 
 with job_log(snakemake.log[0]) as log:
@@ -32,6 +32,9 @@ with job_log(snakemake.log[0]) as log:
     else:
         quality["generalisation"] = {"not_computed": f"leave-one-out needs at least 3 training subjects, "
                                                      f"the model has {len(mid)}"}
+    if len(mid) >= 2:
+        # the medial wall has thickness 0 in every subject; its flat cut has no folds to agree on
+        quality["correspondence"] = folding_agreement(mid, model.faces, (thickness > 0).all(axis=0))
     quality["specificity"] = specificity(model, mid, quality_settings["specificity_samples"],
                                          np.random.default_rng(quality_settings["seed"]), quality_settings["modes"])
     log.info("%s", json.dumps(quality))

@@ -20,7 +20,7 @@ from cortexgen.shape.model import (
     shape_features,
     split_features,
 )
-from cortexgen.shape.quality import compactness, generalisation, normal_and_tangential, specificity
+from cortexgen.shape.quality import compactness, folding_agreement, generalisation, normal_and_tangential, specificity
 
 __all__ = [
     "ShapeModel",
@@ -30,6 +30,7 @@ __all__ = [
     "compactness",
     "distance_to_region",
     "fit_shape_model",
+    "folding_agreement",
     "generalisation",
     "normal_and_tangential",
     "geodesic_distance",

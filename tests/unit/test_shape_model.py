@@ -14,6 +14,7 @@ from cortexgen.shape import (
     compactness,
     distance_to_region,
     fit_shape_model,
+    folding_agreement,
     generalisation,
     geodesic_distance,
     interpolate,
@@ -377,3 +378,39 @@ def test_figures_have_one_panel_per_shape_and_view(random_cohort, sphere):
     np.testing.assert_array_equal(coarse_values, values[:162])
     shuffled = Mesh(fine.vertices, fine.faces[::-1])
     assert len(coarsen(shuffled, values, max_faces=400)[0].faces) == len(fine.faces)
+
+
+def _folded_sphere(sphere_vertices: np.ndarray, amplitude_mm: float) -> np.ndarray:
+    """Points of a sphere folded along longitude (8 gyri round the equator), sampled at the given
+    sphere points: the folds stay where they are in space whatever points sample them."""
+    unit = sphere_vertices / np.linalg.norm(sphere_vertices, axis=1, keepdims=True)
+    longitude = np.arctan2(unit[:, 1], unit[:, 0])
+    return unit * (RADIUS_MM + amplitude_mm * np.cos(8 * longitude) * (1 - unit[:, 2] ** 2))[:, None]
+
+
+def test_folding_agreement_is_high_when_folds_share_vertices_and_low_when_vertices_slid():
+    """Subjects folded alike at the same vertices agree; the same folded surface sampled at
+    vertices rotated by half a fold (a correspondence slid along the surface) does not."""
+    sphere = icosphere(order=4, radius=RADIUS_MM)
+    rng = np.random.default_rng(3)
+    amplitudes = 3.0 + rng.uniform(-1.0, 1.0, 6)
+    aligned = np.stack([_folded_sphere(sphere.vertices, a) for a in amplitudes])
+    agree = folding_agreement(aligned, sphere.faces)
+    assert agree["n_subjects"] == 6 and agree["curvature_r_min"] > 0.9
+
+    half_fold = np.pi / 8  # the folds repeat every 2 pi / 8 of longitude
+    slid = np.stack([_folded_sphere(sphere.vertices @ _rotation(2, half_fold * (i % 2)).T, a)
+                     for i, a in enumerate(amplitudes)])
+    disagree = folding_agreement(slid, sphere.faces)
+    assert disagree["curvature_r_mean"] < 0.2
+
+
+def test_folding_agreement_counts_only_cortex_vertices_and_refuses_bad_input(sphere):
+    mids = np.stack([sphere.vertices * s for s in (1.0, 1.01, 0.99)])
+    cortex = np.zeros(len(sphere.vertices), dtype=bool)
+    cortex[:40] = True
+    assert folding_agreement(mids, sphere.faces, cortex)["n_subjects"] == 3
+    with pytest.raises(ValueError, match="N >= 2"):
+        folding_agreement(mids[:1], sphere.faces)
+    with pytest.raises(ValueError, match="cortex"):
+        folding_agreement(mids, sphere.faces, np.zeros(len(sphere.vertices), dtype=bool))

@@ -66,6 +66,9 @@ def test_model_is_fitted_on_the_training_split(shape_run):
     assert quality["compactness"][-1] == pytest.approx(1.0)
     assert len(quality["generalisation"]["vertex_error_mm_mean"]) == len(quality["generalisation"]["modes"])
     assert all(value > 0 for value in quality["specificity"]["distance_mm_mean"])
+    # one surface scaled per subject: every fold lies at the same vertices in all three
+    assert quality["correspondence"]["n_subjects"] == 3
+    assert quality["correspondence"]["curvature_r_min"] > 0.95
     for name in ("hemi-L_quality.png", "hemi-R_modes.png"):
         assert (work / "results" / "shape_model" / name).stat().st_size > 10_000
 
