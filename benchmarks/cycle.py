@@ -9,7 +9,8 @@ MODEL (e.g. the one ``benchmarks/generators.py`` trains) samples each subject fr
 (config ``surfaces``, ``evaluate.cycle_consistency.mask``) re-runs on the sample and on the
 subject's real image, and both are compared with the subject's own surfaces. The real image's
 numbers are the ceiling: the surface stage on a ~2 mm image does not find the 1 mm surfaces
-exactly either.
+exactly either. With ``--prior-alone`` the image the bridge starts from (its surface prior, no
+network) is measured the same way, which tells what the network adds.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--subjects", required=True, help="comma-separated, e.g. sub-01,sub-03")
     parser.add_argument("--config", type=Path, default=REPO / "config" / "config.yaml")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--prior-alone", action="store_true", help="also the bridge's surface prior without the network")
     args = parser.parse_args(argv)
     limit_threads(args.threads)
 
@@ -44,7 +46,10 @@ def main(argv=None) -> dict:
     import numpy as np
     import yaml
 
+    from cortexgen.diffusion.data import load_conditions, network_to_image, resize_volume
     from cortexgen.diffusion.run import sample_bridge_job
+    from cortexgen.diffusion.training import load_model
+    from cortexgen.io import save_nifti
     from cortexgen.evaluate.cycle import CycleSettings, cycle_consistency, load_conditioning
     from cortexgen.surfaces.template import load_template
 
@@ -60,7 +65,10 @@ def main(argv=None) -> dict:
                              f"{stem}_desc-tissue_dseg.nii.gz", f"{stem}_desc-tissue_mask.nii.gz")
     grid = nib.load(REPO / config["preprocess"]["template"])
     space, res = config["preprocess"]["template_space"], "x".join(str(n) for n in config["preprocess"]["shape"])
-    rows: dict[str, dict] = {"real": {}, "bridge": {}}
+    rows: dict[str, dict] = {"real": {}, "bridge": {}, **({"prior": {}} if args.prior_alone else {})}
+    trained = load_model(args.model, "cpu") if args.prior_alone else None
+    if trained is not None and trained.generator.prior is None:
+        sys.exit(f"--prior-alone: the bridge in {args.model} has no surface prior (endpoint is not 'prior')")
     with tempfile.TemporaryDirectory(prefix="cortexgen-cycle-") as scratch:
         for subject in args.subjects.split(","):
             anat = args.results / "surfaces" / subject / "anat"
@@ -76,7 +84,16 @@ def main(argv=None) -> dict:
                             for h in HEMIS} for kind in ("white", "pial", "thickness")}
             conditioning, condition = load_conditioning(template, files["white"], files["pial"], files["thickness"],
                                                         sdf["pial"], sdf["white"])
-            for source, image in (("real", real), ("bridge", sample)):
+            images = {"real": real, "bridge": sample}
+            if trained is not None:
+                reference = nib.load(sdf["pial"])
+                volume = load_conditions({"pialsdf": sdf["pial"], "whitesdf": sdf["white"]},
+                                         trained.generator.settings.conditions, trained.grid,
+                                         float(surfaces["sdf_clip_mm"]))
+                rendered = resize_volume(trained.generator.prior.render(volume[None]), reference.shape[:3])[0]
+                images["prior"] = Path(scratch) / f"{subject}_prior.nii.gz"
+                save_nifti(nib.Nifti1Image(network_to_image(rendered), reference.affine), images["prior"])
+            for source, image in images.items():
                 start = time.perf_counter()
                 try:
                     metrics = cycle_consistency(nib.load(str(image)), conditioning, template, grid.affine,
@@ -91,7 +108,8 @@ def main(argv=None) -> dict:
     report = {"results": str(args.results), "model": str(args.model), "threads": args.threads,
               "mean": means, "gap_to_ceiling_mm": {key: round(means["bridge"][key] - means["real"][key], 3)
                                                    for key in ("white_assd_mm", "pial_assd_mm")},
-              "thickness_r_fraction_of_ceiling": round(means["bridge"]["thickness_r"] / means["real"]["thickness_r"], 3),
+              "thickness_r_fraction_of_ceiling": {source: round(means[source]["thickness_r"] / means["real"]["thickness_r"], 3)
+                                                  for source in rows if source != "real"},
               "per_subject": rows}
     print(json.dumps(report, indent=1))
     return report
