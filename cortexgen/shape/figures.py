@@ -119,9 +119,10 @@ def quality_figure(quality: dict, title: str) -> Figure:
 
     Args:
         quality: ``{"compactness": [...], "generalisation": {...} | None,
-            "specificity": {...} | None}`` as written by the ``shape_model_quality`` rule
-            (the dicts of :mod:`cortexgen.shape.quality`); a measure that is None (e.g.
-            generalisation with fewer than three training subjects) is drawn as a note.
+            "specificity": {...} | None, "correspondence": {...}}`` as written by the
+            ``shape_model_quality`` rule (the dicts of :mod:`cortexgen.shape.quality`); a measure
+            that is None (e.g. generalisation with fewer than three training subjects) is drawn
+            as a note; the folding agreement, when there, goes into the title.
 
     Returns:
         A figure with three axes on an Agg canvas.
@@ -142,6 +143,10 @@ def quality_figure(quality: dict, title: str) -> Figure:
         mean_key = "vertex_error_mm_mean" if key == "generalisation" else "distance_mm_mean"
         std_key = mean_key.replace("_mean", "_std")
         ax.errorbar(measure["modes"], measure[mean_key], yerr=measure[std_key], fmt="o-", capsize=3)
+    folds = quality.get("correspondence")
+    if folds:
+        title += (f"; folds at the same vertices: curvature r {folds['curvature_r_mean']:.2f}"
+                  f" (lowest subject {folds['curvature_r_min']:.2f})")
     fig.suptitle(title)
     fig.tight_layout()
     return fig

@@ -365,6 +365,13 @@ def test_figures_have_one_panel_per_shape_and_view(random_cohort, sphere):
         fig = mode_figure(model, n_modes=2, sd=2.0, colour_by=colour_by)
         assert len(fig.axes) == 2 * 3 + 1  # (−2 SD, mean, +2 SD) per mode, one colour bar
         fig.canvas.draw()
+    from cortexgen.shape.figures import quality_figure
+
+    quality = {"compactness": list(compactness(model)),
+               "correspondence": folding_agreement(mids[:3], sphere.faces)}
+    fig = quality_figure(quality, "hemi-L")
+    assert f"curvature r {quality['correspondence']['curvature_r_mean']:.2f}" in fig._suptitle.get_text()
+    assert "curvature" not in quality_figure({"compactness": quality["compactness"]}, "t")._suptitle.get_text()
     fig = thickness_figure([(sphere, thickness[0]), (sphere, thickness[1])], ["a", "b"], hemi="L")
     assert len(fig.axes) == 2 * 2 + 1
     assert [ax.get_title() for ax in fig.axes[:2]] == ["a (lateral)", "a (medial)"]
