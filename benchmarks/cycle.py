@@ -38,7 +38,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--subjects", required=True, help="comma-separated, e.g. sub-01,sub-03")
     parser.add_argument("--config", type=Path, default=REPO / "config" / "config.yaml")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--prior-alone", action="store_true", help="also the bridge's surface prior without the network")
+    parser.add_argument("--prior-alone", action="store_true",
+                        help="also the bridge's surface prior without the network")
     args = parser.parse_args(argv)
     limit_threads(args.threads)
 
@@ -49,8 +50,8 @@ def main(argv=None) -> dict:
     from cortexgen.diffusion.data import load_conditions, network_to_image, resize_volume
     from cortexgen.diffusion.run import sample_bridge_job
     from cortexgen.diffusion.training import load_model
-    from cortexgen.io import save_nifti
     from cortexgen.evaluate.cycle import CycleSettings, cycle_consistency, load_conditioning
+    from cortexgen.io import save_nifti
     from cortexgen.surfaces.template import load_template
 
     config = yaml.safe_load(args.config.read_text())
@@ -108,8 +109,9 @@ def main(argv=None) -> dict:
     report = {"results": str(args.results), "model": str(args.model), "threads": args.threads,
               "mean": means, "gap_to_ceiling_mm": {key: round(means["bridge"][key] - means["real"][key], 3)
                                                    for key in ("white_assd_mm", "pial_assd_mm")},
-              "thickness_r_fraction_of_ceiling": {source: round(means[source]["thickness_r"] / means["real"]["thickness_r"], 3)
-                                                  for source in rows if source != "real"},
+              "thickness_r_fraction_of_ceiling": {
+                  source: round(means[source]["thickness_r"] / means["real"]["thickness_r"], 3)
+                  for source in rows if source != "real"},
               "per_subject": rows}
     print(json.dumps(report, indent=1))
     return report

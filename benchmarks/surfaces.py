@@ -308,17 +308,14 @@ def main() -> None:
 
     references = [h for e in subjects.values() for h in e.get("pbt_central", {}).values()]
     loo, loo_parts, folds = {}, {}, {}
-    if len(shapes) >= 2:
-        for hemi in ("L", "R"):
-            thick = np.stack([shapes[s][hemi][1] for s in shapes])
-            agreement = folding_agreement(np.stack([shapes[s][hemi][0] for s in shapes]),
-                                          shapes[next(iter(shapes))][hemi][2], (thick > 0).all(axis=0))
-            folds[hemi] = {key: agreement[key] for key in ("curvature_r_mean", "curvature_r_min")}
-    if len(shapes) >= 3:
-        for hemi in ("L", "R"):
-            mids = np.stack([shapes[s][hemi][0] for s in shapes])
-            thick = np.stack([shapes[s][hemi][1] for s in shapes])
-            result = generalisation(mids, thick, shapes[next(iter(shapes))][hemi][2], [LOO_MODES], hemi=hemi)
+    for hemi in ("L", "R") if len(shapes) >= 2 else ():
+        mids = np.stack([shapes[s][hemi][0] for s in shapes])
+        thick = np.stack([shapes[s][hemi][1] for s in shapes])
+        faces = shapes[next(iter(shapes))][hemi][2]
+        agreement = folding_agreement(mids, faces, (thick > 0).all(axis=0))
+        folds[hemi] = {key: agreement[key] for key in ("curvature_r_mean", "curvature_r_min")}
+        if len(shapes) >= 3:
+            result = generalisation(mids, thick, faces, [LOO_MODES], hemi=hemi)
             loo[hemi] = round(result["vertex_error_mm_mean"][0], 3)
             loo_parts[hemi] = {"along_normal": round(result["normal_error_mm_mean"][0], 3),
                                "across_normal": round(result["tangential_error_mm_mean"][0], 3),
