@@ -30,6 +30,12 @@ PACKINGS = ("none", "haar")
 #: Condition volumes the bridge can be given (file roles of the surface stage).
 CONDITIONS = ("pialsdf", "whitesdf", "ribbon")
 
+#: What the DDPM learns of each volume x: ``none``, x itself; ``mean``, (x - m) / s, where m is
+#: the training volumes' per-voxel mean and s the root mean square of x - m over them
+#: (:meth:`DDPMGenerator.fit`), so that the network learns how a subject differs from the
+#: cohort, at about unit scale, and its samples are m + s times what it draws.
+CENTERINGS = ("none", "mean")
+
 #: The bridge's other end y: ``prior``, the image the surfaces imply
 #: (:class:`~cortexgen.diffusion.prior.SurfacePrior`, fitted on the training set, also an input
 #: channel); ``condition``, the first condition volume itself (Cor2Vox).
@@ -100,6 +106,7 @@ class DDPMSettings:
     sample_steps: int = 50
     eta: float = 0.0
     packing: str = "none"
+    center: str = "none"
 
     @classmethod
     def from_dict(cls, values: dict) -> DDPMSettings:
@@ -107,6 +114,8 @@ class DDPMSettings:
         values["schedule"] = ddpm_maths.NoiseSchedule(**values.get("schedule", {}))
         if values.get("packing", cls.packing) not in PACKINGS:
             raise ValueError(f"ddpm packing must be one of {PACKINGS}, got {values['packing']!r}")
+        if values.get("center", cls.center) not in CENTERINGS:
+            raise ValueError(f"ddpm center must be one of {CENTERINGS}, got {values['center']!r}")
         return cls(**values)
 
 
@@ -207,9 +216,11 @@ class BridgeGenerator:
 class DDPMGenerator:
     """Unconditional DDPM over ``channels``-channel volumes: images (1) or deformation fields (3).
 
-    With ``packing: haar`` the network sees every volume Haar-packed (8 channels per channel at
-    half the grid) and samples are unpacked to the full grid; the predicted clean sample is
-    clipped in image space.
+    With ``center: mean`` the network learns each volume's deviation from the training mean,
+    scaled to unit root mean square (:data:`CENTERINGS`). With ``packing: haar`` the network
+    sees every volume Haar-packed (8 channels per channel at half the grid) and samples are
+    unpacked to the full grid. The predicted clean sample is clipped to [-1, 1] in the data's
+    own space (uncentred, unpacked).
     """
 
     def __init__(self, settings: DDPMSettings, channels: int, name: str = "ddpm"):
@@ -219,22 +230,65 @@ class DDPMGenerator:
         self.packed = settings.packing == "haar"
         self.in_channels = self.out_channels = self.channels * (packing.PACKED_CHANNELS if self.packed else 1)
         self.scheduler = settings.schedule.training_scheduler()
+        # (C, X, Y, Z) and a scalar with center: mean (fit), else None: the data are learnt as they are.
+        self.mean: torch.Tensor | None = None
+        self.spread: torch.Tensor | None = None
 
     def network_grid(self, grid: Sequence[int]) -> tuple[int, int, int]:
         """The grid the UNet sees for volumes on ``grid``."""
         return packing.packed_grid(grid) if self.packed else tuple(int(side) for side in grid)
 
     def fit(self, data: dict, mirror: bool = False) -> None:
-        """Nothing is learned without gradients."""
+        """With ``center: mean``, the per-voxel mean m (C, X, Y, Z) of the training volumes
+        ``data['image']`` (in the network scaling, as training reads them) and the root mean
+        square s of their deviation from it; ``mirror``: training mirrors volumes along X, so m
+        is made symmetric to match."""
+        if self.settings.center == "none":
+            return
+        volumes = data["image"]
+        if not len(volumes):
+            raise ValueError(f"{self.name}: centring needs at least one training volume")
+        total = None
+        for volume in volumes:
+            volume = volume.double()
+            total = volume if total is None else total + volume
+        mean = total / len(volumes)
+        if mirror:
+            mean = 0.5 * (mean + mean.flip(1))
+        squares = sum(float(((volume.double() - mean) ** 2).mean()) for volume in volumes) / len(volumes)
+        if squares <= 0:
+            raise ValueError(f"{self.name}: the training volumes are all the same; centring has nothing to scale")
+        self.mean, self.spread = mean.float(), torch.tensor(squares**0.5, dtype=torch.float32)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {}
+        """What :meth:`fit` made, as plain tensors for the model file."""
+        return {} if self.mean is None else {"data_mean": self.mean, "data_spread": self.spread}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Nothing to restore."""
+        if self.settings.center != "none":
+            self.mean, self.spread = state["data_mean"].float(), state["data_spread"].float()
+
+    def _centred(self) -> bool:
+        if self.settings.center != "none" and self.mean is None:
+            raise RuntimeError(f"{self.name}: the training mean is not fitted (DDPMGenerator.fit)")
+        return self.mean is not None
+
+    def encode(self, volume: torch.Tensor) -> torch.Tensor:
+        """(B, C, X, Y, Z) data -> what the network learns: centred and scaled, then packed."""
+        if self._centred():
+            volume = (volume - self.mean.to(volume)) / self.spread.to(volume)
+        return packing.pack(volume) if self.packed else volume
+
+    def decode(self, volume: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
+        """Inverse of :meth:`encode` for volumes on ``grid``."""
+        if self.packed:
+            volume = packing.unpack(volume, grid)
+        if self._centred():
+            volume = self.mean.to(volume) + self.spread.to(volume) * volume
+        return volume
 
     def loss(self, network, batch: dict, positions: Sequence[int], seed: int) -> torch.Tensor:
-        x0 = packing.pack(batch["image"]) if self.packed else batch["image"]
+        x0 = self.encode(batch["image"])
         t, noise = draws(seed, positions, self.settings.schedule.num_steps, x0.shape[1:])
         t, noise = t.to(x0.device), noise.to(x0.device, x0.dtype)
         x_t = ddpm_maths.q_sample(self.scheduler, x0, t, noise)
@@ -247,15 +301,17 @@ class DDPMGenerator:
                device: torch.device | str = "cpu") -> torch.Tensor:
         """Volumes (B, C, X, Y, Z) from noise; ``shape`` = (B, C, X, Y, Z), C = :attr:`channels`."""
         batch, channels, *grid = (int(side) for side in shape)
-        noise_shape, clip = (batch, channels, *grid), None
+        noise_shape = (batch, channels, *grid)
         if self.packed:
             noise_shape = (batch, channels * packing.PACKED_CHANNELS, *packing.packed_grid(grid))
-            clip = packed_clip(grid)
+        clip = None
+        if self.packed or self._centred():
+            clip = lambda x0: self.encode(self.decode(x0, grid).clamp(-1.0, 1.0))  # noqa: E731
         volume = ddpm_maths.sample(
             self.settings.schedule, lambda x_t, t: network(x_t, t).float(), noise_shape,
             sample_steps or self.settings.sample_steps, generator=generator, device=device,
             eta=self.settings.eta, progress=progress, clip=clip)
-        return packing.unpack(volume, grid) if self.packed else volume
+        return self.decode(volume, grid)
 
 
 def make_generator(name: str, settings: dict):

@@ -84,9 +84,9 @@ GENERATORS: dict[str, GeneratorEntry] = {entry.name: entry for entry in (
                    ("schedule", "objective", "conditions", "endpoint", "sample_steps", "eta", "clip_denoised",
                     "packing")),
     # Unconditional 3D DDPM on the images.
-    GeneratorEntry("ddpm", "images", False, "ddpm", 1, ("schedule", "sample_steps", "eta", "packing")),
+    GeneratorEntry("ddpm", "images", False, "ddpm", 1, ("schedule", "sample_steps", "eta", "packing", "center")),
     # DDPM on the fields' velocities; a sample warps the template.
-    GeneratorEntry("deform", "fields", False, "ddpm", 3, ("schedule", "sample_steps", "eta")),
+    GeneratorEntry("deform", "fields", False, "ddpm", 3, ("schedule", "sample_steps", "eta", "center")),
     # Statistical deformation model, the baseline beside deform: PCA of the same velocities.
     GeneratorEntry("sdm", "fields", False, "pca", 3),
 )}

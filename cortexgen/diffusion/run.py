@@ -171,7 +171,6 @@ def train_job(spec: dict) -> None:
     clip = spec.get("sdf_clip_mm", 10.0)
     data = load_data(model, inputs, settings, grid, clip, cache, build=dist.is_main)
     val_data = load_data(model, inputs, settings, grid, clip, cache, prefix="val_", build=dist.is_main)
-    generator.fit(data, mirror=train_settings.flip_lr)
     train_settings = with_epochs(train_settings, len(data["image"]), dist.world_size)
     extra = {"grid": list(grid)}
     if entry.data == "fields":
@@ -182,6 +181,8 @@ def train_job(spec: dict) -> None:
             val_data["image"] = val_data["image"].scaled(1.0 / scale)
         extra["field_scale_mm"] = scale
         extra["field"] = field_settings(settings)
+    # After the fields' scaling: what the generator fits is in the scaling its network learns.
+    generator.fit(data, mirror=train_settings.flip_lr)
     if dist.is_main:
         log.info("%s: %d training and %d validation volumes on a %s grid, %s, %d process(es), %d steps",
                  model, len(data["image"]), len(val_data.get("image", [])), "x".join(map(str, grid)),

@@ -558,3 +558,94 @@ def test_atrophy_twins_share_their_noise(tmp_path):
     assert "noise" in (tmp_path / "b1.tsv").read_text().splitlines()[0].split("\t")
     assert noise_seed(0, "pair") == noise_seed(0, "pair") != noise_seed(1, "pair")
     assert 0 <= noise_seed(0, "pair") < 2**63
+
+
+# --- DDPM centred on the training mean ----------------------------------------------------
+
+
+def test_centring_fits_the_per_voxel_mean_and_the_deviations_unit_scale():
+    images = volumes(3, side=6, seed=2)
+    generator = make_generator("ddpm", {"center": "mean"})
+    generator.fit({"image": images})
+    stack = torch.stack(images).double()
+    assert torch.allclose(generator.mean.double(), stack.mean(0), atol=1e-6)
+    assert float(generator.spread) == pytest.approx(float((stack - stack.mean(0)).square().mean().sqrt()), rel=1e-5)
+    encoded = torch.stack([generator.encode(image[None])[0] for image in images]).double()
+    # What the network learns: zero mean per voxel, unit root mean square over the set.
+    assert float(encoded.mean(0).abs().max()) < 1e-5
+    assert float(encoded.square().mean().sqrt()) == pytest.approx(1.0, rel=1e-5)
+    assert torch.allclose(generator.decode(generator.encode(stack[:1].float()), (6, 6, 6)).double(), stack[:1],
+                          atol=1e-5)
+    # Training mirrors along X: the mean it subtracts is mirror-symmetric.
+    generator.fit({"image": images}, mirror=True)
+    assert torch.allclose(generator.mean, generator.mean.flip(1))
+    assert torch.allclose(generator.mean.double(), 0.5 * (stack.mean(0) + stack.mean(0).flip(1)), atol=1e-6)
+
+
+def test_an_uncentred_ddpm_learns_the_data_as_they_are_and_a_centred_one_needs_its_fit():
+    images = volumes(2, side=6, seed=3)
+    plain = make_generator("ddpm", {})
+    plain.fit({"image": images})
+    assert plain.state_dict() == {} and torch.equal(plain.encode(images[0][None]), images[0][None])
+    centred = make_generator("ddpm", {"center": "mean"})
+    with pytest.raises(RuntimeError, match="not fitted"):
+        centred.encode(images[0][None])
+    with pytest.raises(ValueError, match="all the same"):
+        centred.fit({"image": [images[0], images[0].clone()]})
+    with pytest.raises(ValueError, match="center must be one of"):
+        make_generator("ddpm", {"center": "median"})
+
+
+@pytest.mark.parametrize("packing", ["none", "haar"])
+@pytest.mark.parametrize("sample_steps", [10, 25])
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_centred_ddim_with_the_true_prediction_recovers_the_image(packing, sample_steps, eta):
+    """The sampler works on the centred, scaled (and packed) volume and returns the image itself.
+
+    The image lies near the top of [-1, 1] where the mean is lower: its centred values exceed 1
+    several times, so a clamp in the centred space would cut it; the clip acts on the image."""
+    grid = (12, 16, 12)
+    rng = torch.Generator().manual_seed(4)
+    training = [torch.rand(1, *grid, generator=rng) * 0.4 - 0.6 for _ in range(3)]
+    generator = make_generator("ddpm", {"center": "mean", "packing": packing, "eta": eta,
+                                        "sample_steps": sample_steps})
+    generator.fit({"image": training})
+    x0 = (0.95 - 0.1 * torch.rand(1, 1, *grid, generator=rng, dtype=torch.float64)).clamp(-1.0, 1.0)
+    encoded = generator.encode(x0.float()).double()
+    assert float(encoded.abs().max()) > 2.0
+    alphas = generator.scheduler.alphas_cumprod.double()
+
+    def oracle(x_t, t):  # v for the encoded x0, with the noise that x_t holds at its level
+        a = alphas[t].view(-1, 1, 1, 1, 1)
+        noise = (x_t - a.sqrt() * encoded) / (1 - a).sqrt()
+        return a.sqrt() * noise - (1 - a).sqrt() * encoded
+
+    out = generator.sample(oracle, (1, 1, *grid), generator=torch.Generator().manual_seed(0))
+    assert out.shape == (1, 1, *grid)
+    assert torch.allclose(out.double(), x0, atol=1e-4)
+
+
+def test_centred_ddim_clamps_the_predicted_image_to_the_data_range():
+    grid = (6, 6, 6)
+    generator = make_generator("ddpm", {"center": "mean", "sample_steps": 10})
+    generator.fit({"image": volumes(3, side=6, seed=6)})
+    beyond = generator.encode(torch.full((1, 1, *grid), 1.5))
+    alphas = generator.scheduler.alphas_cumprod.double()
+
+    def oracle(x_t, t):  # always predicts an image of 1.5, outside the data range
+        a = alphas[t].view(-1, 1, 1, 1, 1).float()
+        noise = (x_t - a.sqrt() * beyond) / (1 - a).sqrt()
+        return a.sqrt() * noise - (1 - a).sqrt() * beyond
+
+    out = generator.sample(oracle, (1, 1, *grid), generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(out, torch.ones_like(out), atol=1e-4)
+
+
+def test_a_centred_model_file_keeps_its_mean_and_scale(tmp_path):
+    generator = make_generator("deform", {"center": "mean"})
+    generator.fit({"image": volumes(2, channels=3, side=8, seed=7)})
+    network = build_unet(TINY, generator.in_channels, generator.out_channels)
+    save_model(tmp_path / "model.pt", generator, TINY, network.state_dict(), (8, 8, 8), {})
+    loaded = load_model(tmp_path / "model.pt").generator
+    assert loaded.settings.center == "mean" and loaded.mean.shape == (3, 8, 8, 8)
+    assert torch.equal(loaded.mean, generator.mean) and torch.equal(loaded.spread, generator.spread)
