@@ -20,18 +20,20 @@ displacement field: both built here as rules deform_template and deformation_fie
 into the same DIR reuses the fields.
 
 Every training and sampling job runs in a fresh process, so its peak RSS is its own. Per
-generator the JSON reports steps, seconds per step (the probe's median after its warm-up steps, and the mean over the
-run from its training log), wall and CPU seconds and peak RSS of training and sampling, and the
-evaluate rule's metrics of its samples against the workflow's reference images (RBF and linear
-MMD, MS-SSIM within the samples and within the real images, FID only with MedicalNet weights),
-the memorisation check (each sample's nearest training image by SSIM and r, beside the held-out
-real images' in ``real_held_out``), the folding fraction of a field generator's warps and, for
-the bridge, paired fidelity on the held-out subjects beside two references without a network
-(the surface prior alone and the training set's mean image). The real reference's two halves
-against each other are ``real_vs_real``. ``--full-grid-steps K`` also times K training steps
-(a fit for sdm) of each generator whose config trains on a coarser grid, on the full image
-grid: timing and memory only, that network is not evaluated. Each model's gallery (real images
-on top, its samples below) goes to DIR/gallery-<model>.png.
+generator the JSON reports steps, seconds per step (the probe's median after its warm-up steps,
+and the mean over the run from its training log), wall and CPU seconds and peak RSS of training
+and sampling, and the evaluate rule's metrics of its samples against the workflow's reference
+images (RBF and linear MMD, MS-SSIM within the samples and within the real images, FID only
+with MedicalNet weights), the memorisation check (each sample's nearest training image by SSIM
+and r, beside the held-out real images' in ``real_held_out``), the folding fraction of a field
+generator's warps, for a DDPM centred on its training mean (``center: mean``) the same metrics
+of that mean alone as its every sample (``training_mean_alone``: what the network adds is the
+difference) and, for the bridge, paired fidelity on the held-out subjects beside two references
+without a network (the surface prior alone and the training set's mean image). The real
+reference's two halves against each other are ``real_vs_real``. ``--full-grid-steps K`` also
+times K training steps (a fit for sdm) of each generator whose config trains on a coarser
+grid, on the full image grid: timing and memory only, that network is not evaluated. Each
+model's gallery (real images on top, its samples below) goes to DIR/gallery-<model>.png.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import torch
 import yaml
 from nibabel.processing import resample_from_to
 
@@ -56,10 +59,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.gpu_check import find_subjects  # noqa: E402
 from benchmarks.measure import in_fresh_process  # noqa: E402
-from cortexgen.diffusion.data import load_conditions, network_to_image  # noqa: E402
+from cortexgen.diffusion.data import load_conditions, network_to_image, resize_volume  # noqa: E402
 from cortexgen.diffusion.fields import FieldSettings, register_to_template, study_template, template_image  # noqa: E402
 from cortexgen.diffusion.registry import generator as registry_entry  # noqa: E402
-from cortexgen.diffusion.run import sample_bridge_job, sample_unconditional_job, train_job  # noqa: E402
+from cortexgen.diffusion.run import (  # noqa: E402
+    folding_fraction,
+    sample_bridge_job,
+    sample_unconditional_job,
+    train_job,
+    warped_template,
+)
 from cortexgen.diffusion.training import load_model  # noqa: E402
 from cortexgen.evaluate.figures import gallery_figure  # noqa: E402
 from cortexgen.evaluate.memorisation import BASELINE, memorisation_metrics, memorisation_table  # noqa: E402
@@ -403,6 +412,28 @@ def run_generator(model: str, config: dict, train: list[dict], held_out: list[di
     return report, table
 
 
+def training_mean_samples(model_file: Path, template: str, count: int, folder: Path) -> list[dict]:
+    """A centred DDPM's training mean (``center: mean``) written as its sampling job writes a
+    sample (an image upsampled to the template's grid; a field's mean velocity integrated and
+    warping the template), listed ``count`` times: what the network adds is the difference
+    between its samples and this. Returns the sample table."""
+    trained = load_model(model_file)
+    mean = trained.generator.mean
+    reference = nib.load(template)
+    folder.mkdir(parents=True, exist_ok=True)
+    row = {"file": "mean_T1w.nii.gz"}
+    if "field_scale_mm" in trained.extra:
+        grid_image = torch.from_numpy(np.asarray(reference.get_fdata(dtype=np.float32)))
+        field, image = warped_template(mean * trained.extra["field_scale_mm"], trained.extra["field"], grid_image,
+                                       reference.affine)
+        row["folding_fraction"] = folding_fraction(field.numpy(), reference.affine)
+        image = np.clip(image, 0, 1).astype(np.float32)
+    else:
+        image = network_to_image(resize_volume(mean, reference.shape[:3]))
+    save_nifti(nib.Nifti1Image(image, reference.affine), folder / row["file"])
+    return [dict(row) for _ in range(count)]
+
+
 def full_grid_timing(model: str, config: dict, train: list[dict], steps: int, folder: Path, threads: int) -> dict:
     """``steps`` training steps (a network) or the fit (sdm) of a generator on the images' own
     grid instead of its config ``grid``: its cost there, not a model to evaluate. A job that
@@ -465,6 +496,10 @@ def main(argv=None) -> dict:
         result, table = run_generator(model, config, train, held_out, args.minutes.get(model), args.samples,
                                       template, folder, args.threads)
         result.update(evaluation.generator(model, table, folder / "samples"))
+        if config["diffusion"][model].get("center", "none") == "mean":
+            mean_table = training_mean_samples(folder / "trained" / "model.pt", template, len(table),
+                                               folder / "mean_alone")
+            result["training_mean_alone"] = evaluation.generator(model, mean_table, folder / "mean_alone")
         if registry_entry(model).conditional:
             result.update(bridge_references(folder, float(config["surfaces"]["sdf_clip_mm"]), train, held_out, table))
         evaluation.gallery(model, table, folder / "samples", args.out / f"gallery-{model}.png")

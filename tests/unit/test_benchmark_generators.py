@@ -58,3 +58,43 @@ def test_error_by_region_splits_the_squared_error_by_partition_and_surfaces():
     # Outside the mask nothing counts.
     split = error_by_region(real, fake, x >= 2, partition, pial_sdf, white_sdf)
     assert split["hindbrain"]["share"] == 0.0 and split["ribbon"]["share"] == 0.25
+
+
+def test_training_mean_samples_are_what_the_sampling_job_would_write_of_the_mean(tmp_path):
+    """An image DDPM's mean is upsampled to the template's grid and mapped to [0, 1]; a field
+    DDPM's mean velocity of zero leaves the template as it is and folds nowhere."""
+    import nibabel as nib
+    import torch
+
+    from benchmarks.generators import training_mean_samples
+    from cortexgen.diffusion.generators import make_generator
+    from cortexgen.diffusion.networks import NetworkSettings, build_unet
+    from cortexgen.diffusion.training import save_model
+
+    network_settings = NetworkSettings(channels=(4, 8, 8), attention_levels=(False, False, False),
+                                       num_res_blocks=1, norm_num_groups=4)
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    template = np.random.default_rng(0).random((8, 8, 8)).astype(np.float32)
+    nib.save(nib.Nifti1Image(template, affine), tmp_path / "template.nii.gz")
+
+    images = [torch.full((1, 4, 4, 4), -0.5), torch.full((1, 4, 4, 4), 0.1)]
+    ddpm = make_generator("ddpm", {"center": "mean"})
+    ddpm.fit({"image": images})
+    network = build_unet(network_settings, ddpm.in_channels, ddpm.out_channels)
+    save_model(tmp_path / "ddpm.pt", ddpm, network_settings, network.state_dict(), (4, 4, 4), {})
+    table = training_mean_samples(tmp_path / "ddpm.pt", str(tmp_path / "template.nii.gz"), 3, tmp_path / "ddpm")
+    assert table == [{"file": "mean_T1w.nii.gz"}] * 3
+    written = np.asarray(nib.load(tmp_path / "ddpm" / "mean_T1w.nii.gz").dataobj)
+    assert written.shape == (8, 8, 8) and np.allclose(written, 0.4, atol=1e-6)  # (-0.2 + 1) / 2
+
+    fields = [torch.full((3, 4, 4, 4), 0.3), torch.full((3, 4, 4, 4), -0.3)]
+    deform = make_generator("deform", {"center": "mean"})
+    deform.fit({"image": fields})
+    network = build_unet(network_settings, deform.in_channels, deform.out_channels)
+    extra = {"field_scale_mm": 4.0, "field": {"kind": "velocity", "integration_steps": 7, "log_iterations": 4,
+                                              "smoothing_voxels": 1.0}}
+    save_model(tmp_path / "deform.pt", deform, network_settings, network.state_dict(), (4, 4, 4), extra)
+    table = training_mean_samples(tmp_path / "deform.pt", str(tmp_path / "template.nii.gz"), 2, tmp_path / "deform")
+    assert [row["folding_fraction"] for row in table] == [0.0, 0.0]
+    warped = np.asarray(nib.load(tmp_path / "deform" / "mean_T1w.nii.gz").dataobj)
+    assert np.allclose(warped, template, atol=1e-5)
