@@ -596,6 +596,13 @@ def test_an_uncentred_ddpm_learns_the_data_as_they_are_and_a_centred_one_needs_i
         make_generator("ddpm", {"center": "median"})
 
 
+def _true_v(generator, encoded):
+    """The v a perfect network predicts for the clean (encoded) volume ``encoded``."""
+    alphas = generator.scheduler.alphas_cumprod.double()
+    return _ddim_oracle("v_prediction", alphas, encoded.double(),
+                        lambda x_t, a: (x_t - a.sqrt() * encoded) / (1 - a).sqrt())
+
+
 @pytest.mark.parametrize("packing", ["none", "haar"])
 @pytest.mark.parametrize("sample_steps", [10, 25])
 @pytest.mark.parametrize("eta", [0.0, 1.0])
@@ -613,14 +620,7 @@ def test_centred_ddim_with_the_true_prediction_recovers_the_image(packing, sampl
     x0 = (0.95 - 0.1 * torch.rand(1, 1, *grid, generator=rng, dtype=torch.float64)).clamp(-1.0, 1.0)
     encoded = generator.encode(x0.float()).double()
     assert float(encoded.abs().max()) > 2.0
-    alphas = generator.scheduler.alphas_cumprod.double()
-
-    def oracle(x_t, t):  # v for the encoded x0, with the noise that x_t holds at its level
-        a = alphas[t].view(-1, 1, 1, 1, 1)
-        noise = (x_t - a.sqrt() * encoded) / (1 - a).sqrt()
-        return a.sqrt() * noise - (1 - a).sqrt() * encoded
-
-    out = generator.sample(oracle, (1, 1, *grid), generator=torch.Generator().manual_seed(0))
+    out = generator.sample(_true_v(generator, encoded), (1, 1, *grid), generator=torch.Generator().manual_seed(0))
     assert out.shape == (1, 1, *grid)
     assert torch.allclose(out.double(), x0, atol=1e-4)
 
@@ -629,15 +629,9 @@ def test_centred_ddim_clamps_the_predicted_image_to_the_data_range():
     grid = (6, 6, 6)
     generator = make_generator("ddpm", {"center": "mean", "sample_steps": 10})
     generator.fit({"image": volumes(3, side=6, seed=6)})
+    # A network that always predicts an image of 1.5, outside the data range.
     beyond = generator.encode(torch.full((1, 1, *grid), 1.5))
-    alphas = generator.scheduler.alphas_cumprod.double()
-
-    def oracle(x_t, t):  # always predicts an image of 1.5, outside the data range
-        a = alphas[t].view(-1, 1, 1, 1, 1).float()
-        noise = (x_t - a.sqrt() * beyond) / (1 - a).sqrt()
-        return a.sqrt() * noise - (1 - a).sqrt() * beyond
-
-    out = generator.sample(oracle, (1, 1, *grid), generator=torch.Generator().manual_seed(0))
+    out = generator.sample(_true_v(generator, beyond), (1, 1, *grid), generator=torch.Generator().manual_seed(0))
     assert torch.allclose(out, torch.ones_like(out), atol=1e-4)
 
 
