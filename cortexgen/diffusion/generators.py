@@ -241,8 +241,8 @@ class DDPMGenerator:
     def fit(self, data: dict, mirror: bool = False) -> None:
         """With ``center: mean``, the per-voxel mean m (C, X, Y, Z) of the training volumes
         ``data['image']`` (in the network scaling, as training reads them) and the root mean
-        square s of their deviation from it; ``mirror``: training mirrors volumes along X, so m
-        is made symmetric to match."""
+        square s of their deviation from it (1 where there is none: a single volume);
+        ``mirror``: training mirrors volumes along X, so m is made symmetric to match."""
         if self.settings.center == "none":
             return
         volumes = data["image"]
@@ -256,9 +256,10 @@ class DDPMGenerator:
         if mirror:
             mean = 0.5 * (mean + mean.flip(1))
         squares = sum(float(((volume.double() - mean) ** 2).mean()) for volume in volumes) / len(volumes)
-        if squares <= 0:
-            raise ValueError(f"{self.name}: the training volumes are all the same; centring has nothing to scale")
-        self.mean, self.spread = mean.float(), torch.tensor(squares**0.5, dtype=torch.float32)
+        # One training volume (or identical ones) has no spread to scale by: the deviation is then
+        # learnt unscaled rather than the run refused.
+        spread = squares**0.5 if squares > 0 else 1.0
+        self.mean, self.spread = mean.float(), torch.tensor(spread, dtype=torch.float32)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """What :meth:`fit` made, as plain tensors for the model file."""
@@ -304,9 +305,10 @@ class DDPMGenerator:
         noise_shape = (batch, channels, *grid)
         if self.packed:
             noise_shape = (batch, channels * packing.PACKED_CHANNELS, *packing.packed_grid(grid))
-        clip = None
-        if self.packed or self._centred():
-            clip = lambda x0: self.encode(self.decode(x0, grid).clamp(-1.0, 1.0))  # noqa: E731
+
+        def clip(x0: torch.Tensor) -> torch.Tensor:
+            return self.encode(self.decode(x0, grid).clamp(-1.0, 1.0))
+
         volume = ddpm_maths.sample(
             self.settings.schedule, lambda x_t, t: network(x_t, t).float(), noise_shape,
             sample_steps or self.settings.sample_steps, generator=generator, device=device,

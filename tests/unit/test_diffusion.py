@@ -590,8 +590,9 @@ def test_an_uncentred_ddpm_learns_the_data_as_they_are_and_a_centred_one_needs_i
     centred = make_generator("ddpm", {"center": "mean"})
     with pytest.raises(RuntimeError, match="not fitted"):
         centred.encode(images[0][None])
-    with pytest.raises(ValueError, match="all the same"):
-        centred.fit({"image": [images[0], images[0].clone()]})
+    # A single training volume has no spread: its deviation is learnt unscaled.
+    centred.fit({"image": [images[0]]})
+    assert float(centred.spread) == 1.0 and torch.equal(centred.mean, images[0])
     with pytest.raises(ValueError, match="center must be one of"):
         make_generator("ddpm", {"center": "median"})
 
