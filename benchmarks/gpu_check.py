@@ -218,11 +218,12 @@ def sample_speed(model: str, section: dict, steps: int, device: torch.device, cu
                          generator.out_channels).to(device).eval()
     grid = section["grid"]
     rng = torch.Generator(device=device).manual_seed(0)
+    # Fits what the generator learns without gradients (prior, training mean), outside the timing.
+    condition = random_batch(model, generator, 1, grid, device, False).get("condition")
 
     def once():
         with sampling_autocast(cuda, device):
             if model == "bridge":
-                condition = random_batch(model, generator, 1, grid, device, False)["condition"]
                 return generator.sample(network, condition, generator=rng, sample_steps=steps)
             return generator.sample(network, (1, generator.channels, *grid), generator=rng,
                                     sample_steps=steps, device=device)
@@ -351,9 +352,9 @@ def untrained_gallery(check: Check, configs: dict, device: torch.device, cuda: C
         network = build_unet(NetworkSettings.from_dict(section["network"]), generator.in_channels,
                              generator.out_channels).to(device).eval()
         rng = torch.Generator(device=device).manual_seed(0)
+        condition = random_batch(model, generator, 1, section["grid"], device, False).get("condition")
         with torch.no_grad(), sampling_autocast(cuda, device):
             if model == "bridge":
-                condition = random_batch(model, generator, 1, section["grid"], device, False)["condition"]
                 volume = generator.sample(network, condition, generator=rng, sample_steps=2)
             else:
                 volume = generator.sample(network, (1, 1, *section["grid"]), generator=rng, sample_steps=2,
