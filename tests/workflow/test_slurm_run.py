@@ -81,7 +81,7 @@ def read_tsv(path: Path) -> list[dict[str, str]]:
 
 
 def assert_same_model(path: Path, reference: Path) -> None:
-    """Both model files hold the same settings and bit-identical weights."""
+    """Both model files hold the same settings and bit-identical weights and generator state."""
     model = torch.load(path, map_location="cpu", weights_only=True)
     expected = torch.load(reference, map_location="cpu", weights_only=True)
     tensors = ("weights", "generator_state")
