@@ -248,11 +248,7 @@ class DDPMGenerator:
         volumes = data["image"]
         if not len(volumes):
             raise ValueError(f"{self.name}: centring needs at least one training volume")
-        total = None
-        for volume in volumes:
-            volume = volume.double()
-            total = volume if total is None else total + volume
-        mean = total / len(volumes)
+        mean = sum(volume.double() for volume in volumes) / len(volumes)
         if mirror:
             mean = 0.5 * (mean + mean.flip(1))
         squares = sum(float(((volume.double() - mean) ** 2).mean()) for volume in volumes) / len(volumes)
