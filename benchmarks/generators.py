@@ -29,7 +29,9 @@ and r, beside the held-out real images' in ``real_held_out``), the folding fract
 generator's warps, for a DDPM centred on its training mean (``center: mean``) the same metrics
 of that mean alone as its every sample (``training_mean_alone``: what the network adds is the
 difference) and, for the bridge, paired fidelity on the held-out subjects beside two references
-without a network (the surface prior alone and the training set's mean image). The real
+without a network (the surface prior alone and the training set's mean image), and how far two
+draws of one cortex lie apart (``seed_spread``: each held-out subject sampled again with other
+noise; draws that barely differ mean the network ignores its noise). The real
 reference's two halves against each other are ``real_vs_real``. ``--full-grid-steps K`` also
 times K training steps (a fit for sdm) of each generator whose config trains on a coarser
 grid, on the full image grid: timing and memory only, that network is not evaluated. Each
@@ -312,6 +314,41 @@ def bridge_references(folder: Path, clip: float, train: list[dict], held_out: li
     return report
 
 
+def seed_spread(draws: list[tuple[dict, np.ndarray, np.ndarray]]) -> dict:
+    """How far apart two draws of one cortex lie: for each (held-out subject, its sample, a
+    sample of the same conditions with other noise), images (X, Y, Z) in [0, 1], their SSIM over
+    the volume and MAE and RMS difference in the subject's brain mask (``mask``), and the means.
+    Draws that barely differ (SSIM near 1, MAE far below the paired MAE to the real image) mean
+    the generator renders its conditions and ignores its noise."""
+    scores = {}
+    for subject, first, second in draws:
+        mask = nib.load(subject["mask"]).get_fdata(dtype=np.float32) > 0
+        fidelity = paired_fidelity(first.astype(np.float32), second.astype(np.float32), mask)
+        difference = first[mask].astype(np.float64) - second[mask].astype(np.float64)
+        scores[subject["id"]] = {"ssim": round(fidelity["ssim"], 4), "mae": round(fidelity["mae"], 5),
+                                 "rms": round(float(np.sqrt(np.mean(difference**2))), 5)}
+    means = {f"mean_{key}": round(float(np.mean([s[key] for s in scores.values()])), 5)
+             for key in ("ssim", "mae", "rms")}
+    return {"per_subject": scores, **means}
+
+
+def bridge_seed_spread(model: str, config: dict, held_out: list[dict], folder: Path, table: list[dict],
+                       threads: int) -> dict:
+    """The conditional generator's held-out subjects sampled again into ``folder``/redrawn with
+    other noise (noise key ``<subject>-redrawn``), against its samples in ``folder``/samples
+    (``table``): :func:`seed_spread`."""
+    section = config["diffusion"][model]
+    spec = sample_spec(model, section, config, folder / "trained" / "model.pt", folder / "redrawn", None, held_out,
+                       None)
+    for condition in spec["conditions"]:
+        condition["noise"] = f"{condition['noise']}-redrawn"
+    redrawn, _ = in_fresh_process(sample_bridge_job, spec, threads=threads)
+    by_id = {s["id"]: s for s in held_out}
+    again = {row["condition"]: folder / "redrawn" / row["file"] for row in redrawn}
+    return seed_spread([(by_id[row["condition"]], load_volumes([folder / "samples" / row["file"]])[0],
+                         load_volumes([again[row["condition"]]])[0]) for row in table])
+
+
 class Evaluation:
     """What the evaluate rule measures a generator's samples with: the reference images, the
     metric settings and features, the training images for the memorisation check."""
@@ -502,6 +539,7 @@ def main(argv=None) -> dict:
             result["training_mean_alone"] = evaluation.generator(model, mean_table, folder / "mean_alone")
         if registry_entry(model).conditional:
             result.update(bridge_references(folder, float(config["surfaces"]["sdf_clip_mm"]), train, held_out, table))
+            result["seed_spread"] = bridge_seed_spread(model, config, held_out, folder, table, args.threads)
         evaluation.gallery(model, table, folder / "samples", args.out / f"gallery-{model}.png")
         report["models"][model] = result
         # Written after every model, so a run stopped later keeps what it finished.

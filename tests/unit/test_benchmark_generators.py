@@ -98,3 +98,23 @@ def test_training_mean_samples_are_what_the_sampling_job_would_write_of_the_mean
     assert [row["folding_fraction"] for row in table] == [0.0, 0.0]
     warped = np.asarray(nib.load(tmp_path / "deform" / "mean_T1w.nii.gz").dataobj)
     assert np.allclose(warped, template, atol=1e-5)
+
+
+def test_seed_spread_of_identical_and_of_offset_draws(tmp_path):
+    """Two identical draws lie 0 apart (SSIM 1); draws 0.1 apart in the brain mask and equal
+    outside it have an MAE and RMS of 0.1 there, and the volume's SSIM falls below 1."""
+    import nibabel as nib
+
+    from benchmarks.generators import seed_spread
+
+    mask = np.zeros((16, 16, 16), dtype=np.float32)
+    mask[4:12, 4:12, 4:12] = 1
+    nib.save(nib.Nifti1Image(mask, np.eye(4)), tmp_path / "mask.nii.gz")
+    subject = {"id": "sub-01", "mask": str(tmp_path / "mask.nii.gz")}
+    first = np.random.default_rng(0).uniform(0.2, 0.8, mask.shape).astype(np.float32) * mask
+    spread = seed_spread([(subject, first, first.copy())])
+    assert spread["per_subject"]["sub-01"] == {"ssim": 1.0, "mae": 0.0, "rms": 0.0}
+    spread = seed_spread([(subject, first, first + 0.1 * mask)])
+    assert spread["mean_mae"] == pytest.approx(0.1, abs=1e-5)
+    assert spread["mean_rms"] == pytest.approx(0.1, abs=1e-5)
+    assert spread["mean_ssim"] < 1.0
