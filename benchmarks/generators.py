@@ -61,7 +61,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.gpu_check import find_subjects  # noqa: E402
 from benchmarks.measure import in_fresh_process  # noqa: E402
-from cortexgen.diffusion.data import load_conditions, network_to_image, resize_volume  # noqa: E402
+from cortexgen.diffusion.data import network_to_image, resize_volume  # noqa: E402
 from cortexgen.diffusion.fields import FieldSettings, register_to_template, study_template, template_image  # noqa: E402
 from cortexgen.diffusion.registry import generator as registry_entry  # noqa: E402
 from cortexgen.diffusion.run import (  # noqa: E402
@@ -74,7 +74,13 @@ from cortexgen.diffusion.run import (  # noqa: E402
 from cortexgen.diffusion.training import load_model  # noqa: E402
 from cortexgen.evaluate.figures import gallery_figure  # noqa: E402
 from cortexgen.evaluate.memorisation import BASELINE, memorisation_metrics, memorisation_table  # noqa: E402
-from cortexgen.evaluate.metrics import MetricResult, SetMetricSettings, paired_fidelity, set_metrics  # noqa: E402
+from cortexgen.evaluate.metrics import (  # noqa: E402
+    MetricResult,
+    SetMetricSettings,
+    draw_spread,
+    paired_fidelity,
+    set_metrics,
+)
 from cortexgen.evaluate.summary import baseline_halves, per_item_rows  # noqa: E402
 from cortexgen.io import read_table, save_nifti, voxel_sizes  # noqa: E402
 from cortexgen.planning import bridge_held_out, reference_kind, seeded_subset, template_scans  # noqa: E402
@@ -237,6 +243,9 @@ def sample_spec(model: str, section: dict, config: dict, model_file: Path, folde
                                "noise": s["id"], **{role: s[role] for role in section["conditions"]}}
                               for s in held_out]
         spec["outputs"] = [str(folder / f"cond-{s['id']}_T1w.nii.gz") for s in held_out]
+        spec["redrawn"] = [str(folder / f"cond-{s['id']}_desc-redrawn_T1w.nii.gz") for s in held_out]
+        if section.get("endpoint") == "prior":
+            spec["priors"] = [str(folder / f"cond-{s['id']}_desc-prior_T1w.nii.gz") for s in held_out]
     else:
         count = count or section["sampling"]["n"]
         spec["grid_image"] = template
@@ -292,61 +301,45 @@ def paired_scores(pairs: list[tuple[dict, np.ndarray]]) -> dict:
     return {"per_subject": scores, **means}
 
 
-def bridge_references(folder: Path, clip: float, train: list[dict], held_out: list[dict], table: list[dict]) -> dict:
-    """The bridge's paired fidelity on the held-out subjects it sampled (its sample ``table`` in
-    ``folder``/samples), beside the training set's mean image and (with ``endpoint: prior``) the
-    surface prior alone, which need no network."""
-    trained = load_model(folder / "trained" / "model.pt")
-    roles = trained.generator.settings.conditions
-    by_id = {s["id"]: s for s in held_out}
-    sampled = [(by_id[row["condition"]], folder / "samples" / row["file"]) for row in table]
-    mean_image = load_volumes([t["image"] for t in train]).mean(axis=0)
-    report = {
-        "endpoint": trained.generator.settings.endpoint, "packing": trained.generator.settings.packing,
-        "paired": paired_scores([(s, np.asarray(nib.load(path).dataobj, dtype=np.float32)) for s, path in sampled]),
-        "train_mean_image": paired_scores([(s, mean_image) for s, _ in sampled]),
-    }
-    if trained.generator.prior is not None:
-        rendered = [trained.generator.prior.render(load_conditions(s, roles, trained.grid, clip)[None])[0]
-                    for s, _ in sampled]
-        report["surface_prior_alone"] = paired_scores([(s, network_to_image(image))
-                                                       for (s, _), image in zip(sampled, rendered)])
-    return report
-
-
 def seed_spread(draws: list[tuple[dict, np.ndarray, np.ndarray]]) -> dict:
     """How far apart two draws of one cortex lie: for each (held-out subject, its sample, a
-    sample of the same conditions with other noise), images (X, Y, Z) in [0, 1], their SSIM over
-    the volume and MAE and RMS difference in the subject's brain mask (``mask``), and the means.
-    Draws that barely differ (SSIM near 1, MAE far below the paired MAE to the real image) mean
-    the generator renders its conditions and ignores its noise."""
+    sample of the same conditions with other noise), images (X, Y, Z) in [0, 1],
+    :func:`~cortexgen.evaluate.metrics.draw_spread` in the subject's brain mask (``mask``), and the means."""
     scores = {}
     for subject, first, second in draws:
         mask = nib.load(subject["mask"]).get_fdata(dtype=np.float32) > 0
-        fidelity = paired_fidelity(first.astype(np.float32), second.astype(np.float32), mask)
-        difference = first[mask].astype(np.float64) - second[mask].astype(np.float64)
-        scores[subject["id"]] = {"ssim": round(fidelity["ssim"], 4), "mae": round(fidelity["mae"], 5),
-                                 "rms": round(float(np.sqrt(np.mean(difference**2))), 5)}
+        spread = draw_spread(first, second, mask)
+        scores[subject["id"]] = {"ssim": round(spread["ssim"], 4), "mae": round(spread["mae"], 5),
+                                 "rms": round(spread["rms"], 5)}
     means = {f"mean_{key}": round(float(np.mean([s[key] for s in scores.values()])), 5)
              for key in ("ssim", "mae", "rms")}
     return {"per_subject": scores, **means}
 
 
-def bridge_seed_spread(model: str, config: dict, held_out: list[dict], folder: Path, table: list[dict],
-                       threads: int) -> dict:
-    """The conditional generator's held-out subjects sampled again into ``folder``/redrawn with
-    other noise (noise key ``<subject>-redrawn``), against its samples in ``folder``/samples
-    (``table``): :func:`seed_spread`."""
-    section = config["diffusion"][model]
-    spec = sample_spec(model, section, config, folder / "trained" / "model.pt", folder / "redrawn", None, held_out,
-                       None)
-    for condition in spec["conditions"]:
-        condition["noise"] = f"{condition['noise']}-redrawn"
-    redrawn, _ = in_fresh_process(sample_bridge_job, spec, threads=threads)
+def bridge_references(folder: Path, train: list[dict], held_out: list[dict], table: list[dict]) -> dict:
+    """The bridge's paired fidelity on the held-out subjects it sampled (its sample ``table`` in
+    ``folder``/samples), beside the training set's mean image and (with ``endpoint: prior``) the
+    surface prior alone, which need no network; and how far its two draws of each lie
+    (:func:`seed_spread`)."""
+    trained = load_model(folder / "trained" / "model.pt")
     by_id = {s["id"]: s for s in held_out}
-    again = {row["condition"]: folder / "redrawn" / row["file"] for row in redrawn}
-    return seed_spread([(by_id[row["condition"]], load_volumes([folder / "samples" / row["file"]])[0],
-                         load_volumes([again[row["condition"]]])[0]) for row in table])
+    samples = folder / "samples"
+
+    def volume(name: str) -> np.ndarray:
+        return np.asarray(nib.load(samples / name).dataobj, dtype=np.float32)
+
+    mean_image = load_volumes([t["image"] for t in train]).mean(axis=0)
+    report = {
+        "endpoint": trained.generator.settings.endpoint, "packing": trained.generator.settings.packing,
+        "paired": paired_scores([(by_id[row["condition"]], volume(row["file"])) for row in table]),
+        "train_mean_image": paired_scores([(by_id[row["condition"]], mean_image) for row in table]),
+        "seed_spread": seed_spread([(by_id[row["condition"]], volume(row["file"]), volume(row["redrawn_file"]))
+                                    for row in table]),
+    }
+    if all(row["prior_file"] for row in table):
+        report["surface_prior_alone"] = paired_scores([(by_id[row["condition"]], volume(row["prior_file"]))
+                                                       for row in table])
+    return report
 
 
 class Evaluation:
@@ -445,7 +438,9 @@ def run_generator(model: str, config: dict, train: list[dict], held_out: list[di
     job = sample_bridge_job if entry.conditional else sample_unconditional_job
     table, report["sample"] = in_fresh_process(job, spec, threads=threads)
     report["samples"] = len(table)
-    report["sample_seconds_per_volume"] = round(report["sample"]["seconds"] / len(table), 2)
+    # A conditional generator draws each held-out subject twice (the second for its seed spread).
+    drawn = len(table) + sum(bool(row.get("redrawn_file")) for row in table)
+    report["sample_seconds_per_volume"] = round(report["sample"]["seconds"] / drawn, 2)
     return report, table
 
 
@@ -538,8 +533,7 @@ def main(argv=None) -> dict:
                                                folder / "mean_alone")
             result["training_mean_alone"] = evaluation.generator(model, mean_table, folder / "mean_alone")
         if registry_entry(model).conditional:
-            result.update(bridge_references(folder, float(config["surfaces"]["sdf_clip_mm"]), train, held_out, table))
-            result["seed_spread"] = bridge_seed_spread(model, config, held_out, folder, table, args.threads)
+            result.update(bridge_references(folder, train, held_out, table))
         evaluation.gallery(model, table, folder / "samples", args.out / f"gallery-{model}.png")
         report["models"][model] = result
         # Written after every model, so a run stopped later keeps what it finished.

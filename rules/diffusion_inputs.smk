@@ -78,10 +78,21 @@ def sample_inputs(model):
 def sample_outputs(model):
     """What sample_<model> writes: ``images`` (a conditional generator's: one per condition,
     cond-<label>_T1w.nii.gz; else sample-0001_T1w.nii.gz ...), for a field generator the
-    ``fields`` that warped the template into them, and the ``table`` of samples."""
+    ``fields`` that warped the template into them, and the ``table`` of samples.
+
+    For each held-out subject a conditional generator also writes what its network adds is
+    measured against: ``priors``, the image it starts from (cond-<label>_desc-prior_T1w.nii.gz,
+    with ``endpoint: prior``), and ``redrawn``, a second draw with other noise
+    (cond-<label>_desc-redrawn_T1w.nii.gz, with ``sampling.redraw_held_out``)."""
     entry = GENERATOR_ENTRIES[model]
     if entry.conditional:
+        section = config["diffusion"][model]
         outputs = {"images": [f"{SAMPLES}/{model}/cond-{item['label']}_T1w.nii.gz" for item in BRIDGE_CONDITIONS]}
+        held_out = [item["label"] for item in BRIDGE_CONDITIONS if item["real"]]
+        if section["endpoint"] == "prior" and held_out:
+            outputs["priors"] = [f"{SAMPLES}/{model}/cond-{label}_desc-prior_T1w.nii.gz" for label in held_out]
+        if section["sampling"]["redraw_held_out"] and held_out:
+            outputs["redrawn"] = [f"{SAMPLES}/{model}/cond-{label}_desc-redrawn_T1w.nii.gz" for label in held_out]
     else:
         outputs = {"images": sample_names(model, "T1w.nii.gz")}
     if "fields" in entry.sample_outputs:

@@ -1,6 +1,7 @@
 """Rule evaluate: set metrics per generator and for the real-vs-real baseline, each image's nearest
 training image (memorisation), paired fidelity and cycle consistency of the conditional generators
-(the bridge) on held-out subjects, fold statistics of the field generators, figures."""
+(the bridge) on held-out subjects beside their prior alone and the spread of two draws, fold
+statistics of the field generators, figures."""
 
 from cortexgen.runtime import job_inputs, job_log, limit_threads
 
@@ -14,7 +15,13 @@ import numpy as np  # noqa: E402
 from cortexgen.diffusion.registry import generator as registry_entry  # noqa: E402
 from cortexgen.evaluate.figures import gallery_figure, metrics_figure, training_figure  # noqa: E402
 from cortexgen.evaluate.memorisation import BASELINE, memorisation_metrics, memorisation_table  # noqa: E402
-from cortexgen.evaluate.metrics import MetricResult, SetMetricSettings, paired_fidelity, set_metrics  # noqa: E402
+from cortexgen.evaluate.metrics import (  # noqa: E402
+    MetricResult,
+    SetMetricSettings,
+    draw_spread,
+    paired_fidelity,
+    set_metrics,
+)
 from cortexgen.evaluate.summary import (  # noqa: E402
     baseline_halves,
     failed_jobs,
@@ -118,18 +125,32 @@ with job_log(snakemake.log[0]) as log:
 
     conditional = [model for model in generated if registry_entry(model).conditional]
     for model in conditional:
-        # Paired fidelity: each held-out subject's sample against that subject's real image.
+        # Paired fidelity: each held-out subject's sample against that subject's real image; beside
+        # it what the network adds: the image the bridge starts from against the same real image
+        # (<model>_prior), and how far a second draw with other noise lies from the sample (spread_).
         masks = dict(zip(inputs.held_out_images, inputs.held_out_masks))
         table = getattr(inputs, f"{model}_table")
-        pairs = []
+
+        def volume(name):
+            return np.asarray(nib.load(Path(table).parent / name).dataobj, dtype=np.float32)
+
+        pairs, prior_pairs, spreads = [], [], []
         for row in read_table(table):
             if row["real_image"]:
                 real = np.asarray(nib.load(row["real_image"]).dataobj, dtype=np.float32)
-                fake = np.asarray(nib.load(Path(table).parent / row["file"]).dataobj, dtype=np.float32)
+                fake = volume(row["file"])
                 mask = np.asarray(nib.load(masks[row["real_image"]]).dataobj) > 0
                 pairs.append(paired_fidelity(real, fake, mask))
                 log.info("paired %s: %s", row["condition"], pairs[-1])
+                if row.get("prior_file"):
+                    prior_pairs.append(paired_fidelity(real, volume(row["prior_file"]), mask))
+                    log.info("paired %s, its prior alone: %s", row["condition"], prior_pairs[-1])
+                if row.get("redrawn_file"):
+                    spreads.append(draw_spread(fake, volume(row["redrawn_file"]), mask))
+                    log.info("%s drawn twice: %s", row["condition"], spreads[-1])
         rows += per_item_rows(model, pairs, settings, prefix="paired_")
+        rows += per_item_rows(f"{model}_prior", prior_pairs, settings, prefix="paired_")
+        rows += per_item_rows(model, spreads, settings, prefix="spread_")
         rows += cycle_rows(model, getattr(inputs, f"{model}_cycle"))
     if conditional:
         rows += cycle_rows("real_held_out", inputs.cycle_real)

@@ -21,6 +21,8 @@ with job_log(snakemake.log[0]) as log:
     if generator(model).conditional:
         spec["sdf_clip_mm"] = snakemake.params.sdf_clip_mm
         spec["conditions"] = snakemake.params.conditions
+        spec["priors"] = list(snakemake.output.get("priors", []))
+        spec["redrawn"] = list(snakemake.output.get("redrawn", []))
         rows = sample_bridge_job(spec)
     else:
         spec["grid_image"] = snakemake.input.grid

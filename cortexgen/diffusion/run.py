@@ -238,6 +238,11 @@ def sample_bridge_job(spec: dict) -> list[dict]:
     from (sampling seed, its ``noise`` key) alone (:func:`noise_seed`), so a sample does not
     depend on its position or the batch it was drawn in, and items that share a key (an
     atrophied cortex and its unthinned twin) share their noise.
+
+    What the network adds, for the items with a real image (held-out subjects), in their order:
+    ``spec['priors']`` (optional) gets the endpoint the bridge starts from (the surface prior's
+    rendering, no network), ``spec['redrawn']`` (optional) a second sample drawn with noise key
+    ``<noise>-redrawn``. The table names them (``prior_file``, ``redrawn_file``).
     """
     device = _device_for_sampling(spec.get("device", "auto"))
     cuda = CudaSettings.from_dict(spec.get("cuda"))
@@ -245,25 +250,53 @@ def sample_bridge_job(spec: dict) -> list[dict]:
     trained = load_model(spec["model_file"], device)
     roles = trained.generator.settings.conditions
     sampling = spec["settings"]["sampling"]
-    rows = []
-    for batch in _batches(len(spec["conditions"]), sampling["batch_size"]):
-        items = [spec["conditions"][i] for i in batch]
-        reference = nib.load(items[0][roles[0]])
-        condition = torch.stack([
-            volumes.load_conditions(item, roles, trained.grid, spec["sdf_clip_mm"]) for item in items
-        ]).to(device)
+    conditions = spec["conditions"]
+    held_out = [index for index, item in enumerate(conditions) if item.get("real")]
+    extra = {key: dict(zip(held_out, spec.get(key) or [])) for key in ("priors", "redrawn")}
+    for key, paths in extra.items():
+        if paths and len(paths) != len(held_out):
+            raise ValueError(f"{len(spec[key])} {key} outputs for {len(held_out)} conditions with a real image")
+    if extra["priors"] and not trained.generator.uses_prior:
+        raise ValueError(f"{spec['model_file']}: the bridge has no surface prior (endpoint: condition) to write")
+
+    def load(indices: list[int]) -> tuple[torch.Tensor, nib.Nifti1Image]:
+        reference = nib.load(conditions[indices[0]][roles[0]])
+        return torch.stack([volumes.load_conditions(conditions[i], roles, trained.grid, spec["sdf_clip_mm"])
+                            for i in indices]).to(device), reference
+
+    def draw(indices: list[int], suffix: str = "") -> tuple[torch.Tensor, nib.Nifti1Image]:
+        condition, reference = load(indices)
         images = []
-        for k, item in enumerate(items):
-            generator = torch.Generator(device=device).manual_seed(noise_seed(sampling["seed"], item["noise"]))
+        for k, index in enumerate(indices):
+            key = conditions[index]["noise"] + suffix
+            generator = torch.Generator(device=device).manual_seed(noise_seed(sampling["seed"], key))
             with sampling_autocast(cuda, device):
                 images.append(trained.generator.sample(trained.network, condition[k:k + 1], generator=generator,
-                                                       progress=_progress(f"bridge {item['id']}")))
-        out = volumes.resize_volume(torch.cat(images).float().cpu(), reference.shape[:3])
+                                                       progress=_progress(f"bridge {conditions[index]['id']}")))
+        return volumes.resize_volume(torch.cat(images).float().cpu(), reference.shape[:3]), reference
+
+    for batch in _batches(len(conditions), sampling["batch_size"]):
+        out, reference = draw(batch)
         for k, index in enumerate(batch):
             save_nifti(_image(out[k], reference.affine), spec["outputs"][index])
-            rows.append({"file": Path(spec["outputs"][index]).name, "condition": items[k]["id"],
-                         "kind": items[k]["kind"], "real_image": items[k].get("real", ""),
-                         "seed": sampling["seed"], "noise": items[k]["noise"]})
+    for part in _batches(len(held_out), sampling["batch_size"]):
+        indices = [held_out[k] for k in part]
+        if extra["redrawn"]:
+            out, reference = draw(indices, "-redrawn")
+            for k, index in enumerate(indices):
+                save_nifti(_image(out[k], reference.affine), extra["redrawn"][index])
+        if extra["priors"]:
+            condition, reference = load(indices)
+            with torch.no_grad():
+                out = volumes.resize_volume(trained.generator.endpoint(condition).float().cpu(), reference.shape[:3])
+            for k, index in enumerate(indices):
+                save_nifti(_image(out[k], reference.affine), extra["priors"][index])
+    rows = []
+    for index, item in enumerate(conditions):
+        rows.append({"file": Path(spec["outputs"][index]).name, "condition": item["id"], "kind": item["kind"],
+                     "real_image": item.get("real", ""), "seed": sampling["seed"], "noise": item["noise"],
+                     **{column: Path(extra[key][index]).name if index in extra[key] else ""
+                        for key, column in (("priors", "prior_file"), ("redrawn", "redrawn_file"))}})
     write_table(rows, spec["table"])
     return rows
 

@@ -297,6 +297,19 @@ def paired_fidelity(real: np.ndarray, fake: np.ndarray, mask: np.ndarray, ssim_k
     return {"ssim": float(ssim), "psnr": float(psnr), "mae": float(mae)}
 
 
+def draw_spread(first: np.ndarray, second: np.ndarray, mask: np.ndarray) -> dict:
+    """How far apart two draws of one condition set lie, (X, Y, Z) each in [0, 1].
+
+    ``ssim`` over the volume and ``mae`` in ``mask`` as :func:`paired_fidelity`, and ``rms``, the
+    root mean square difference in ``mask`` (PSNR is infinite for identical draws). Draws far
+    closer to each other than to the real image (SSIM near 1, MAE well below the paired MAE)
+    mean the generator renders its conditions and ignores its noise.
+    """
+    fidelity = paired_fidelity(first.astype(np.float32), second.astype(np.float32), mask)
+    difference = first[mask].astype(np.float64) - second[mask].astype(np.float64)
+    return {"ssim": fidelity["ssim"], "mae": fidelity["mae"], "rms": float(np.sqrt(np.mean(difference**2)))}
+
+
 # --- bootstrap -------------------------------------------------------------------------------------
 
 

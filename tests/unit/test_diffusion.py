@@ -557,6 +557,22 @@ def test_atrophy_twins_share_their_noise(tmp_path):
         assert np.array_equal(image, images[label])
     assert "noise" in (tmp_path / "b1.tsv").read_text().splitlines()[0].split("\t")
     assert noise_seed(0, "pair") == noise_seed(0, "pair") != noise_seed(1, "pair")
+    # An item with a real image (a held-out subject) is drawn again with noise key <noise>-redrawn.
+    items["pair-redrawn"] = {"noise": "pair-redrawn", **conditions["twin"]}
+    spec = {"model_file": str(tmp_path / "model.pt"), "settings": {"sampling": {"seed": 0, "batch_size": 2}},
+            "device": "cpu", "sdf_clip_mm": 5.0,
+            "outputs": [str(tmp_path / "held.nii.gz"), str(tmp_path / "new.nii.gz")],
+            "redrawn": [str(tmp_path / "held_redrawn.nii.gz")], "table": str(tmp_path / "held.tsv"),
+            "conditions": [{"id": "held", "kind": "held_out", "real": "real.nii.gz", **items["twin"]},
+                           {"id": "new", "kind": "sample", "real": "", **items["atrophied"]}]}
+    rows = sample_bridge_job(spec)
+    assert [(row["redrawn_file"], row["prior_file"]) for row in rows] == [("held_redrawn.nii.gz", ""), ("", "")]
+    assert np.array_equal(nib.load(tmp_path / "held.nii.gz").get_fdata(), images["twin"])
+    assert np.array_equal(nib.load(tmp_path / "held_redrawn.nii.gz").get_fdata(),
+                          sample(["pair-redrawn"], 1)["pair-redrawn"])
+    # This bridge starts from its first condition (endpoint: condition): it has no prior to write.
+    with pytest.raises(ValueError, match="no surface prior"):
+        sample_bridge_job({**spec, "priors": [str(tmp_path / "held_prior.nii.gz")]})
     assert 0 <= noise_seed(0, "pair") < 2**63
 
 

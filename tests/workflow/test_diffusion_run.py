@@ -77,7 +77,21 @@ def test_samples_are_images_on_the_model_grid(diffusion_run):
     # The held-out subject's own SDFs, paired with its real image for evaluation.
     assert [(row["condition"], row["kind"]) for row in rows] == [("sub-03", "held_out")]
     assert rows[0]["real_image"].endswith(f"sub-03_space-MNIColin27_res-{RES}_desc-preproc_T1w.nii.gz")
-    paths = [samples / "bridge" / "cond-sub03_T1w.nii.gz"] + [
+    # Beside it, the image the bridge starts from (its surface prior: the trained model's rendering
+    # of sub-03's SDFs) and a second draw with other noise.
+    assert (rows[0]["prior_file"], rows[0]["redrawn_file"]) == ("cond-sub03_desc-prior_T1w.nii.gz",
+                                                               "cond-sub03_desc-redrawn_T1w.nii.gz")
+    from cortexgen.diffusion.data import load_conditions, network_to_image, resize_volume
+
+    trained = load_model(work / "results" / "models" / "bridge" / "model.pt")
+    surf = work / "results" / "surfaces" / "sub-03" / "anat"
+    files = {f"{surface}sdf": str(surf / f"sub-03_space-MNIColin27_res-{RES}_desc-{surface}_sdf.nii.gz")
+             for surface in ("pial", "white")}
+    condition = load_conditions(files, ["pialsdf", "whitesdf"], trained.grid, 10.0)[None]
+    expected = network_to_image(resize_volume(trained.generator.endpoint(condition)[0], GRID))
+    prior = nib.load(samples / "bridge" / rows[0]["prior_file"]).get_fdata()
+    assert np.abs(prior - expected).max() < 1e-3 and prior.std() > 0.05
+    paths = [samples / "bridge" / f"cond-sub03{desc}_T1w.nii.gz" for desc in ("", "_desc-prior", "_desc-redrawn")] + [
         samples / model / f"sample-{i:04d}_T1w.nii.gz" for model in ("ddpm", "deform", "sdm") for i in (1, 2)]
     for path in paths:
         image = nib.load(path)
@@ -176,6 +190,19 @@ def test_evaluation_table_has_every_generator_and_the_baseline(diffusion_run):
     ssim = float(by_key[("bridge", "paired_ssim")]["value"])
     mae = float(by_key[("bridge", "paired_mae")]["value"])
     assert -1.0 <= ssim <= 1.0 and 0.0 <= mae <= 1.0 and by_key[("bridge", "paired_mae")]["n"] == "1"
+    # The same for the prior alone, and the spread of the held-out subject's two draws (other noise).
+    assert by_key[("bridge_prior", "paired_psnr")]["n"] == "1"
+    assert 0.0 < float(by_key[("bridge_prior", "paired_mae")]["value"]) <= 1.0
+    from cortexgen.evaluate.metrics import draw_spread
+
+    bridge = work / "results" / "samples" / "bridge"
+    expected = draw_spread(*(nib.load(bridge / f"cond-sub03{desc}_T1w.nii.gz").get_fdata(dtype=np.float32)
+                             for desc in ("", "_desc-redrawn")),
+                           nib.load(work / "results" / "preproc" / "sub-03" / "anat" /
+                                    f"sub-03_space-MNIColin27_res-{RES}_desc-brain_mask.nii.gz").get_fdata() > 0)
+    for metric, value in expected.items():
+        assert float(by_key[("bridge", f"spread_{metric}")]["value"]) == pytest.approx(value, abs=1e-6), metric
+    assert 0.0 <= expected["mae"] <= expected["rms"] <= 1.0
     # Every field generator's samples' folding fraction, summarised.
     assert 0.0 <= float(by_key[("deform", "folding_fraction")]["value"]) <= 1.0
     assert float(by_key[("sdm", "folding_fraction")]["value"]) == 0.0
