@@ -61,6 +61,25 @@ def gallery_figure(
     return fig
 
 
+#: A panel's y axis spans at least this fraction of its largest absolute value.
+MIN_RELATIVE_SPAN = 0.02
+
+
+def _readable_span(ax, numbers: np.ndarray) -> None:
+    """No offset on the y axis, and at least :data:`MIN_RELATIVE_SPAN` of the values' size around
+    them: values that agree to a few digits (a bridge and its prior alone) are drawn level, not
+    spread over the whole panel under an offset that hides how close they are."""
+    ax.yaxis.get_major_formatter().set_useOffset(False)
+    finite = numbers[np.isfinite(numbers)]
+    if not finite.size:
+        return
+    low, high = float(finite.min()), float(finite.max())
+    half = 0.5 * MIN_RELATIVE_SPAN * float(np.abs(finite).max())
+    if high - low < 2 * half:
+        centre = 0.5 * (low + high)
+        ax.set_ylim(centre - half, centre + half)
+
+
 def metrics_figure(rows: Sequence[Mapping], title: str = "metrics with bootstrap 95% CIs") -> Figure:
     """One panel per metric: value and CI bar per generator; a metric not computed says so.
 
@@ -88,6 +107,7 @@ def metrics_figure(rows: Sequence[Mapping], title: str = "metrics with bootstrap
         for position in positions[~shown]:
             ax.text(float(position), 0.5, "not\ncomputed", ha="center", va="center", fontsize=6, color="grey",
                     transform=ax.get_xaxis_transform())
+        _readable_span(ax, np.concatenate([values, low, high]))
         ax.set_xticks(positions)
         ax.set_xticklabels(names, fontsize=7, rotation=30, ha="right")
         ax.set_xlim(-0.5, len(entries) - 0.5)

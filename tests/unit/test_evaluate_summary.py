@@ -102,5 +102,14 @@ def test_figures_have_a_panel_per_item():
             MetricResult("real_vs_real", "mmd", math.nan, math.nan, math.nan, "1 vs 1", "not computed").as_row(),
             MetricResult("ddpm", "ms_ssim_real", 0.5, 0.4, 0.6, "3 pairs").as_row()]
     assert len(metrics_figure(rows).axes) == 2
+    # Two values equal to 6 digits are drawn level (no offset spreading them over the panel).
+    close = [MetricResult(name, "paired_psnr", value, value, value, "1").as_row()
+             for name, value in (("bridge", 19.2618), ("bridge_prior", 19.2623))]
+    figure = metrics_figure(close)
+    figure.canvas.draw()
+    (ax,) = figure.axes
+    low, high = ax.get_ylim()
+    assert high - low == pytest.approx(0.02 * 19.2623) and low < 19.2618 < 19.2623 < high
+    assert not ax.yaxis.get_major_formatter().get_offset()
     losses = {"ddpm": [{"step": 1, "train_loss": 1.0, "val_loss": math.nan}], "bridge": []}
     assert len(training_figure(losses).axes) == 2
