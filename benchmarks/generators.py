@@ -31,7 +31,9 @@ of that mean alone as its every sample (``training_mean_alone``: what the networ
 difference) and, for the bridge, paired fidelity on the held-out subjects beside two references
 without a network (the surface prior alone and the training set's mean image), and how far two
 draws of one cortex lie apart (``seed_spread``: each held-out subject sampled again with other
-noise; draws that barely differ mean the network ignores its noise). The real
+noise; draws that barely differ mean the network ignores its noise). A generator with a
+baseline (deform: sdm) also gets its RBF MMD minus the baseline's on the same reference with a
+paired bootstrap interval (``mmd_rbf_<features>_minus_<baseline>``). The real
 reference's two halves against each other are ``real_vs_real``. ``--full-grid-steps K`` also
 times K training steps (a fit for sdm) of each generator whose config trains on a coarser
 grid, on the full image grid: timing and memory only, that network is not evaluated. Each
@@ -78,6 +80,7 @@ from cortexgen.evaluate.metrics import (  # noqa: E402
     MetricResult,
     SetMetricSettings,
     draw_spread,
+    mmd_rbf_difference,
     paired_fidelity,
     set_metrics,
 )
@@ -402,6 +405,12 @@ class Evaluation:
                 "memorisation": [{key: row[key] for key in ("image", "nearest_ssim", "nearest_ssim_train",
                                                             "nearest_corr", "nearest_corr_train")} for row in nearest]}
 
+    def against_baseline(self, model: str, baseline: str, samples: dict[str, list[Path]]) -> dict:
+        """The evaluate rule's paired RBF MMD difference of ``model`` and its ``baseline`` (their sample files)."""
+        row = mmd_rbf_difference(model, baseline, self.reference, load_volumes(samples[model]),
+                                 load_volumes(samples[baseline]), self.settings, **self.features)
+        return metric_values([row])
+
     def gallery(self, model: str, table: list[dict], folder: Path, out: Path) -> None:
         """Real reference images (top) and the first samples (bottom), as the evaluate rule draws them."""
         count = self.gallery_count
@@ -523,10 +532,12 @@ def main(argv=None) -> dict:
         template = report["template"]["path"]
     if any(registry_entry(model).data == "fields" for model in models):
         report["deformation_fields"] = deformation_fields(train, config, template, args.out / "deform", args.threads)
+    samples = {}
     for model in models:
         folder = args.out / model
         result, table = run_generator(model, config, train, held_out, args.minutes.get(model), args.samples,
                                       template, folder, args.threads)
+        samples[model] = [folder / "samples" / row["file"] for row in table]
         result.update(evaluation.generator(model, table, folder / "samples"))
         if config["diffusion"][model].get("center", "none") == "mean":
             mean_table = training_mean_samples(folder / "trained" / "model.pt", template, len(table),
@@ -541,6 +552,11 @@ def main(argv=None) -> dict:
         if args.full_grid_steps and config["diffusion"][model].get("grid") is not None:
             result["full_grid_timing_only"] = full_grid_timing(model, config, train, args.full_grid_steps,
                                                                folder / "full_grid", args.threads)
+            (args.out / "generators.json").write_text(json.dumps(report, indent=1) + "\n")
+    for model in models:
+        baseline = registry_entry(model).baseline
+        if baseline in samples:
+            report["models"][model]["metrics"].update(evaluation.against_baseline(model, baseline, samples))
             (args.out / "generators.json").write_text(json.dumps(report, indent=1) + "\n")
     text = json.dumps(report, indent=1)
     print(text)

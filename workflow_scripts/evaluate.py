@@ -19,6 +19,7 @@ from cortexgen.evaluate.metrics import (  # noqa: E402
     MetricResult,
     SetMetricSettings,
     draw_spread,
+    mmd_rbf_difference,
     paired_fidelity,
     set_metrics,
 )
@@ -103,6 +104,12 @@ with job_log(snakemake.log[0]) as log:
         volumes = load_volumes(paths)
         rows += set_metrics(model, reference, volumes, settings, **feature_options)
         memorisation += nearest(model, paths, volumes)
+    for model in generated:
+        # A generator against the baseline it must beat (deform against the PCA), on the same real images.
+        baseline = registry_entry(model).baseline
+        if baseline in generated:
+            rows.append(mmd_rbf_difference(model, baseline, reference, load_volumes(generated[model]),
+                                           load_volumes(generated[baseline]), settings, **feature_options))
     rows += memorisation_metrics(memorisation, settings)
     write_table(memorisation, snakemake.output.memorisation)
 

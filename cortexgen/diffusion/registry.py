@@ -41,6 +41,8 @@ class GeneratorEntry:
         channels: channels of each volume it generates: 1 for an image, 3 for a field.
         settings_keys: the keys of its config section its generator object takes (besides
             grid, network, training, sampling, which the jobs read themselves).
+        baseline: the generator it must beat, if any: the evaluation reports its RBF MMD minus
+            the baseline's against the same real images, with a paired bootstrap interval.
     """
 
     name: str
@@ -49,6 +51,7 @@ class GeneratorEntry:
     process: str
     channels: int
     settings_keys: tuple[str, ...] = ()
+    baseline: str = ""
 
     def __post_init__(self) -> None:
         if self.data not in DATA or self.process not in PROCESSES:
@@ -86,7 +89,7 @@ GENERATORS: dict[str, GeneratorEntry] = {entry.name: entry for entry in (
     # Unconditional 3D DDPM on the images.
     GeneratorEntry("ddpm", "images", False, "ddpm", 1, ("schedule", "sample_steps", "eta", "packing", "center")),
     # DDPM on the fields' velocities; a sample warps the template.
-    GeneratorEntry("deform", "fields", False, "ddpm", 3, ("schedule", "sample_steps", "eta", "center")),
+    GeneratorEntry("deform", "fields", False, "ddpm", 3, ("schedule", "sample_steps", "eta", "center"), baseline="sdm"),
     # Statistical deformation model, the baseline beside deform: PCA of the same velocities.
     GeneratorEntry("sdm", "fields", False, "pca", 3),
 )}

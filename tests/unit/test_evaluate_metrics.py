@@ -25,6 +25,7 @@ from cortexgen.evaluate.metrics import (
     median_bandwidth,
     mmd_from_kernel,
     mmd_linear,
+    mmd_rbf_difference,
     mmd_rbf_unbiased,
     ms_ssim_min_side,
     ms_ssim_pairs,
@@ -294,6 +295,20 @@ def test_set_metrics_rows_without_medicalnet():
     assert math.isnan(fid.value) and fid.note == NO_MEDICALNET and "evaluate.medicalnet.weights" in fid.note
     assert set(results[0].as_row()) == {"generator", "metric", "value", "ci_low", "ci_high", "n", "note"}
     assert "mmd_linear_voxels" in timings and "features" in timings
+
+
+def test_mmd_difference_finds_the_generator_nearer_the_real_set():
+    """A set from the real images' distribution against a darker one as its baseline: the
+    difference is negative and its paired interval excludes 0; swapped, the sign flips; a set
+    against itself differs by exactly 0; a baseline of one image is not computed, and says why."""
+    real, same, darker = smooth_volumes(6, seed=1), smooth_volumes(6, seed=2), 0.6 * smooth_volumes(6, seed=3)
+    row = mmd_rbf_difference("deform", "sdm", real, same, darker, SMALL)
+    assert (row.generator, row.metric, row.n, row.note) == ("deform", "mmd_rbf_pooled4_minus_sdm", "6 vs 6 vs 6", "")
+    assert row.ci_low <= row.value <= row.ci_high < 0
+    assert mmd_rbf_difference("sdm", "deform", real, darker, same, SMALL).value == pytest.approx(-row.value)
+    assert mmd_rbf_difference("deform", "sdm", real, same, same.copy(), SMALL).value == 0.0
+    alone = mmd_rbf_difference("deform", "sdm", real, same, darker[:1], SMALL)
+    assert math.isnan(alone.value) and alone.note == "not computed: the baseline set has 1 image (needs ≥ 2)"
 
 
 def test_set_metrics_with_one_real_image_notes_why():

@@ -203,6 +203,19 @@ def test_evaluation_table_has_every_generator_and_the_baseline(diffusion_run):
     for metric, value in expected.items():
         assert float(by_key[("bridge", f"spread_{metric}")]["value"]) == pytest.approx(value, abs=1e-6), metric
     assert 0.0 <= expected["mae"] <= expected["rms"] <= 1.0
+    # The deformation model against its PCA baseline on the same real images: the difference of
+    # their RBF MMDs, one kernel for both.
+    from cortexgen.evaluate.metrics import SetMetricSettings, mmd_rbf_difference
+
+    versus = by_key[("deform", "mmd_rbf_pooled2_minus_sdm")]
+    assert versus["n"] == "3 vs 2 vs 2"
+    reference = [np.asarray(nib.load(path).dataobj, dtype=np.float32)
+                 for path in sorted((work / "results" / "preproc").glob("sub-*/anat/*_desc-preproc_T1w.nii.gz"))]
+    samples = {model: np.stack([nib.load(work / "results" / "samples" / model / f"sample-000{i}_T1w.nii.gz")
+                                .get_fdata(dtype=np.float32) for i in (1, 2)]) for model in ("deform", "sdm")}
+    expected = mmd_rbf_difference("deform", "sdm", np.stack(reference), samples["deform"], samples["sdm"],
+                                  SetMetricSettings(n_resamples=10, feature_pool=2))
+    assert float(versus["value"]) == pytest.approx(expected.value, rel=1e-6, abs=1e-9)
     # Every field generator's samples' folding fraction, summarised.
     assert 0.0 <= float(by_key[("deform", "folding_fraction")]["value"]) <= 1.0
     assert float(by_key[("sdm", "folding_fraction")]["value"]) == 0.0
