@@ -133,7 +133,8 @@ def evaluation_subject_files(wildcards):
 def evaluation_inputs(wildcards):
     """The rest of evaluate's inputs: every generator's samples and table, the network
     generators' training logs, the conditional generators' cycle tables (``<model>_cycle``) and
-    the real images' (``cycle_real``)."""
+    held-out references (``<model>_references``: priors and second draws), and the real images'
+    cycle tables (``cycle_real``)."""
     files = {
         "cycle_real": [str(rules.cycle_consistency.output.table).format(source="real", label=label)
                        for label, item in CYCLE_ITEMS.items() if item["kind"] == "held_out"],
@@ -149,6 +150,9 @@ def evaluation_inputs(wildcards):
         if entry.conditional:
             files[f"{model}_cycle"] = [str(rules.cycle_consistency.output.table).format(source=model, label=label)
                                        for label in CYCLE_ITEMS]
+            # Each held-out subject's prior and second draw, which its table names.
+            files[f"{model}_references"] = [path for key in ("priors", "redrawn")
+                                            for path in sample_rule.output.get(key, [])]
     return files
 
 
