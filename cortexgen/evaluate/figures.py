@@ -108,6 +108,9 @@ def metrics_figure(rows: Sequence[Mapping], title: str = "metrics with bootstrap
             ax.text(float(position), 0.5, "not\ncomputed", ha="center", va="center", fontsize=6, color="grey",
                     transform=ax.get_xaxis_transform())
         _readable_span(ax, np.concatenate([values, low, high]))
+        if "_minus_" in metric:
+            # A difference of two generators: its sign is the answer.
+            ax.axhline(0.0, color="grey", linewidth=0.8, linestyle="--")
         ax.set_xticks(positions)
         ax.set_xticklabels(names, fontsize=7, rotation=30, ha="right")
         ax.set_xlim(-0.5, len(entries) - 0.5)
