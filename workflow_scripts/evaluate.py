@@ -94,6 +94,11 @@ with job_log(snakemake.log[0]) as log:
     memorisation = nearest(BASELINE, unseen, load_volumes(unseen)) if unseen else []
     rows: list[MetricResult] = []
     generated = {}
+    # Generators compared with the baseline each must beat (deform with the PCA): their samples are kept.
+    baselines = {model: registry_entry(model).baseline for model in snakemake.params.generators
+                 if registry_entry(model).baseline}
+    compared = set(baselines) | set(baselines.values())
+    kept = {}
     for model in snakemake.params.generators:
         paths = list(getattr(inputs, f"{model}_images", []))
         if not paths:
@@ -104,12 +109,12 @@ with job_log(snakemake.log[0]) as log:
         volumes = load_volumes(paths)
         rows += set_metrics(model, reference, volumes, settings, **feature_options)
         memorisation += nearest(model, paths, volumes)
-    for model in generated:
-        # A generator against the baseline it must beat (deform against the PCA), on the same real images.
-        baseline = registry_entry(model).baseline
-        if baseline in generated:
-            rows.append(mmd_rbf_difference(model, baseline, reference, load_volumes(generated[model]),
-                                           load_volumes(generated[baseline]), settings, **feature_options))
+        if model in compared:
+            kept[model] = volumes
+    for model, baseline in baselines.items():
+        if model in kept and baseline in kept:
+            rows.append(mmd_rbf_difference(model, baseline, reference, kept[model], kept[baseline], settings,
+                                           **feature_options))
     rows += memorisation_metrics(memorisation, settings)
     write_table(memorisation, snakemake.output.memorisation)
 

@@ -252,10 +252,12 @@ def sample_bridge_job(spec: dict) -> list[dict]:
     sampling = spec["settings"]["sampling"]
     conditions = spec["conditions"]
     held_out = [index for index, item in enumerate(conditions) if item.get("real")]
-    extra = {key: dict(zip(held_out, spec.get(key) or [])) for key in ("priors", "redrawn")}
-    for key, paths in extra.items():
+    extra = {}
+    for key in ("priors", "redrawn"):
+        paths = spec.get(key) or []
         if paths and len(paths) != len(held_out):
-            raise ValueError(f"{len(spec[key])} {key} outputs for {len(held_out)} conditions with a real image")
+            raise ValueError(f"{len(paths)} {key} outputs for {len(held_out)} conditions with a real image")
+        extra[key] = dict(zip(held_out, paths))
     if extra["priors"] and not trained.generator.uses_prior:
         raise ValueError(f"{spec['model_file']}: the bridge has no surface prior (endpoint: condition) to write")
 
@@ -264,8 +266,7 @@ def sample_bridge_job(spec: dict) -> list[dict]:
         return torch.stack([volumes.load_conditions(conditions[i], roles, trained.grid, spec["sdf_clip_mm"])
                             for i in indices]).to(device), reference
 
-    def draw(indices: list[int], suffix: str = "") -> tuple[torch.Tensor, nib.Nifti1Image]:
-        condition, reference = load(indices)
+    def draw(indices: list[int], condition: torch.Tensor, suffix: str = "") -> torch.Tensor:
         images = []
         for k, index in enumerate(indices):
             key = conditions[index]["noise"] + suffix
@@ -273,24 +274,24 @@ def sample_bridge_job(spec: dict) -> list[dict]:
             with sampling_autocast(cuda, device):
                 images.append(trained.generator.sample(trained.network, condition[k:k + 1], generator=generator,
                                                        progress=_progress(f"bridge {conditions[index]['id']}")))
-        return volumes.resize_volume(torch.cat(images).float().cpu(), reference.shape[:3]), reference
+        return torch.cat(images)
+
+    def save(indices: list[int], images: torch.Tensor, reference: nib.Nifti1Image, paths) -> None:
+        out = volumes.resize_volume(images.float().cpu(), reference.shape[:3])
+        for k, index in enumerate(indices):
+            save_nifti(_image(out[k], reference.affine), paths[index])
 
     for batch in _batches(len(conditions), sampling["batch_size"]):
-        out, reference = draw(batch)
-        for k, index in enumerate(batch):
-            save_nifti(_image(out[k], reference.affine), spec["outputs"][index])
-    for part in _batches(len(held_out), sampling["batch_size"]):
+        condition, reference = load(batch)
+        save(batch, draw(batch, condition), reference, spec["outputs"])
+    for part in _batches(len(held_out) if any(extra.values()) else 0, sampling["batch_size"]):
         indices = [held_out[k] for k in part]
+        condition, reference = load(indices)
         if extra["redrawn"]:
-            out, reference = draw(indices, "-redrawn")
-            for k, index in enumerate(indices):
-                save_nifti(_image(out[k], reference.affine), extra["redrawn"][index])
+            save(indices, draw(indices, condition, "-redrawn"), reference, extra["redrawn"])
         if extra["priors"]:
-            condition, reference = load(indices)
             with torch.no_grad():
-                out = volumes.resize_volume(trained.generator.endpoint(condition).float().cpu(), reference.shape[:3])
-            for k, index in enumerate(indices):
-                save_nifti(_image(out[k], reference.affine), extra["priors"][index])
+                save(indices, trained.generator.endpoint(condition), reference, extra["priors"])
     rows = []
     for index, item in enumerate(conditions):
         rows.append({"file": Path(spec["outputs"][index]).name, "condition": item["id"], "kind": item["kind"],
