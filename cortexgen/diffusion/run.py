@@ -284,14 +284,17 @@ def sample_bridge_job(spec: dict) -> list[dict]:
     for batch in _batches(len(conditions), sampling["batch_size"]):
         condition, reference = load(batch)
         save(batch, draw(batch, condition), reference, spec["outputs"])
-    for part in _batches(len(held_out) if any(extra.values()) else 0, sampling["batch_size"]):
-        indices = [held_out[k] for k in part]
-        condition, reference = load(indices)
+        # The held-out items' second draw and prior come from the conditions already loaded.
+        rows_with_real = [k for k, index in enumerate(batch) if index in extra["priors"] or index in extra["redrawn"]]
+        if not rows_with_real:
+            continue
+        indices = [batch[k] for k in rows_with_real]
+        subset = condition[rows_with_real]
         if extra["redrawn"]:
-            save(indices, draw(indices, condition, "-redrawn"), reference, extra["redrawn"])
+            save(indices, draw(indices, subset, "-redrawn"), reference, extra["redrawn"])
         if extra["priors"]:
             with torch.no_grad():
-                save(indices, trained.generator.endpoint(condition), reference, extra["priors"])
+                save(indices, trained.generator.endpoint(subset), reference, extra["priors"])
     rows = []
     for index, item in enumerate(conditions):
         rows.append({"file": Path(spec["outputs"][index]).name, "condition": item["id"], "kind": item["kind"],

@@ -561,12 +561,13 @@ def test_atrophy_twins_share_their_noise(tmp_path):
     items["pair-redrawn"] = {"noise": "pair-redrawn", **conditions["twin"]}
     spec = {"model_file": str(tmp_path / "model.pt"), "settings": {"sampling": {"seed": 0, "batch_size": 2}},
             "device": "cpu", "sdf_clip_mm": 5.0,
-            "outputs": [str(tmp_path / "held.nii.gz"), str(tmp_path / "new.nii.gz")],
+            "outputs": [str(tmp_path / "new.nii.gz"), str(tmp_path / "held.nii.gz")],
             "redrawn": [str(tmp_path / "held_redrawn.nii.gz")], "table": str(tmp_path / "held.tsv"),
-            "conditions": [{"id": "held", "kind": "held_out", "real": "real.nii.gz", **items["twin"]},
-                           {"id": "new", "kind": "sample", "real": "", **items["atrophied"]}]}
+            "conditions": [{"id": "new", "kind": "sample", "real": "", **items["atrophied"]},
+                           {"id": "held", "kind": "held_out", "real": "real.nii.gz", **items["twin"]}]}
     rows = sample_bridge_job(spec)
-    assert [(row["redrawn_file"], row["prior_file"]) for row in rows] == [("held_redrawn.nii.gz", ""), ("", "")]
+    # Drawn from the second row of the batch's conditions.
+    assert [(row["redrawn_file"], row["prior_file"]) for row in rows] == [("", ""), ("held_redrawn.nii.gz", "")]
     assert np.array_equal(nib.load(tmp_path / "held.nii.gz").get_fdata(), images["twin"])
     assert np.array_equal(nib.load(tmp_path / "held_redrawn.nii.gz").get_fdata(),
                           sample(["pair-redrawn"], 1)["pair-redrawn"])
