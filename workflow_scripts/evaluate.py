@@ -98,6 +98,13 @@ with job_log(snakemake.log[0]) as log:
     baselines = {model: registry_entry(model).baseline for model in snakemake.params.generators
                  if registry_entry(model).baseline}
     compared = set(baselines) | set(baselines.values())
+
+    def features_of(volumes):
+        return set_features((volumes,), settings, **feature_options)[0]
+
+    # Each set's RBF features once (MedicalNet's cost minutes on a CPU): the real set's serve
+    # every generator and the real halves, a compared generator's also its baseline's difference.
+    reference_features = features_of(reference)
     kept = {}
     for model in snakemake.params.generators:
         paths = list(getattr(inputs, f"{model}_images", []))
@@ -107,20 +114,25 @@ with job_log(snakemake.log[0]) as log:
         generated[model] = paths
         log.info("%s: %d samples against %d real images", model, len(paths), len(reference_paths))
         volumes = load_volumes(paths)
-        rows += set_metrics(model, reference, volumes, settings, **feature_options)
+        features = features_of(volumes)
+        rows += set_metrics(model, reference, volumes, settings, **feature_options,
+                            features=(reference_features, features))
         memorisation += nearest(model, paths, volumes)
         if model in compared:
-            kept[model] = volumes
+            kept[model] = volumes, features
     for model, baseline in baselines.items():
         if model in kept and baseline in kept:
-            rows.append(mmd_rbf_difference(model, baseline, reference, kept[model], kept[baseline], settings,
-                                           **feature_options))
+            (volumes, features), (baseline_volumes, baseline_features) = kept[model], kept[baseline]
+            rows.append(mmd_rbf_difference(model, baseline, reference, volumes, baseline_volumes, settings,
+                                           **feature_options,
+                                           features=(reference_features, features, baseline_features)))
     rows += memorisation_metrics(memorisation, settings)
     write_table(memorisation, snakemake.output.memorisation)
 
     # The baseline: how far two halves of the real set are from each other.
     first, second = baseline_halves(len(reference_paths), settings.seed)
-    rows += set_metrics("real_vs_real", reference[first], reference[second], settings, **feature_options)
+    rows += set_metrics("real_vs_real", reference[first], reference[second], settings, **feature_options,
+                        features=(reference_features[first], reference_features[second]))
 
     def cycle_rows(generator, paths):
         cycles = []

@@ -422,10 +422,16 @@ def _ms_ssim_result(generator: str, metric: str, volumes: np.ndarray, which: str
     return MetricResult(generator, metric, float(values.mean()), low, high, f"{len(pairs)} pairs")
 
 
+def features_name(settings: SetMetricSettings, medicalnet: torch.nn.Module | None) -> str:
+    """What the RBF MMD is computed on, as its metric names say: ``medicalnet`` or ``pooled<feature_pool>``."""
+    return "medicalnet" if medicalnet is not None else f"pooled{settings.feature_pool}"
+
+
 def set_features(sets: Sequence[np.ndarray], settings: SetMetricSettings, medicalnet: torch.nn.Module | None = None,
                  medicalnet_batch_size: int = 4, device: str = "cpu") -> list[np.ndarray]:
     """The RBF MMD's features of each set of volumes (N_i, X, Y, Z): MedicalNet's with a model,
-    else the volumes average-pooled by ``settings.feature_pool``; (N_i, D) each."""
+    else the volumes average-pooled by ``settings.feature_pool``; (N_i, D) each, one row per
+    volume (a volume's features do not depend on the others in its set)."""
     if medicalnet is not None:
         return [medicalnet_features(medicalnet, volumes, medicalnet_batch_size, device) for volumes in sets]
     return [pooled_features(volumes, settings.feature_pool) for volumes in sets]
@@ -433,7 +439,8 @@ def set_features(sets: Sequence[np.ndarray], settings: SetMetricSettings, medica
 
 def mmd_rbf_difference(generator: str, baseline: str, real: np.ndarray, fake: np.ndarray, baseline_fake: np.ndarray,
                        settings: SetMetricSettings = SetMetricSettings(), medicalnet: torch.nn.Module | None = None,
-                       medicalnet_batch_size: int = 4, device: str = "cpu") -> MetricResult:
+                       medicalnet_batch_size: int = 4, device: str = "cpu",
+                       features: Sequence[np.ndarray] | None = None) -> MetricResult:
     """Whether ``generator`` is closer to the real set than ``baseline`` is: RBF MMD(real, fake)
     minus RBF MMD(real, baseline_fake), with a paired bootstrap 95% CI.
 
@@ -441,17 +448,19 @@ def mmd_rbf_difference(generator: str, baseline: str, real: np.ndarray, fake: np
     pairwise distance of all three sets' features), and every resample draws the real set once
     for both, so the real set's own sampling noise, which dominates each MMD's interval when it
     is small, cancels in the difference. Negative: ``generator`` is nearer; an interval that
-    holds 0: no difference shown. Row ``mmd_rbf_<features>_minus_<baseline>``.
+    holds 0: no difference shown. Row ``mmd_rbf_<features>_minus_<baseline>``. ``features``: the
+    three sets' :func:`set_features` (same settings and model) where the caller has them; None:
+    computed here.
     """
-    features_name = "medicalnet" if medicalnet is not None else f"pooled{settings.feature_pool}"
-    metric = f"mmd_rbf_{features_name}_minus_{baseline}"
+    metric = f"mmd_rbf_{features_name(settings, medicalnet)}_minus_{baseline}"
     n, m, k = len(real), len(fake), len(baseline_fake)
     label = f"{n} vs {m} vs {k}"
     too_few = _too_few(real=n, synthetic=m, baseline=k)
     if too_few:
         return MetricResult(generator, metric, math.nan, math.nan, math.nan, label, too_few)
-    features = np.concatenate(set_features((real, fake, baseline_fake), settings, medicalnet, medicalnet_batch_size,
-                                           device))
+    if features is None:
+        features = set_features((real, fake, baseline_fake), settings, medicalnet, medicalnet_batch_size, device)
+    features = np.concatenate(features)
     squared = squared_distances(features)
     kernel = rbf_kernel(squared, _median_distance(squared))
 
@@ -467,7 +476,7 @@ def mmd_rbf_difference(generator: str, baseline: str, real: np.ndarray, fake: np
 def set_metrics(generator: str, real: np.ndarray, fake: np.ndarray,
                 settings: SetMetricSettings = SetMetricSettings(), medicalnet: torch.nn.Module | None = None,
                 medicalnet_batch_size: int = 4, device: str = "cpu",
-                timings: dict | None = None) -> list[MetricResult]:
+                timings: dict | None = None, features: Sequence[np.ndarray] | None = None) -> list[MetricResult]:
     """Distribution and diversity metrics of a synthetic set against a real one, with bootstrap CIs.
 
     ``real`` (N, X, Y, Z) and ``fake`` (M, X, Y, Z) in [0, 1]. Rows, in order:
@@ -480,14 +489,16 @@ def set_metrics(generator: str, real: np.ndarray, fake: np.ndarray,
 
     A metric that cannot be computed (a set with fewer than 2 images, volumes too small for
     the MS-SSIM kernel, no MedicalNet) is a row with NaNs and a note saying why. ``timings``,
-    if given, receives the seconds each step took.
+    if given, receives the seconds each step took. ``features``: the real and synthetic sets'
+    :func:`set_features` (same settings and model) where the caller has them (MedicalNet's cost
+    minutes on a CPU); None: computed here.
     """
     if real.shape[1:] != fake.shape[1:]:
         raise ValueError(f"real and synthetic images differ in shape: {real.shape[1:]} vs {fake.shape[1:]}")
     timings = {} if timings is None else timings
     n, m = len(real), len(fake)
     pair_label = f"{n} vs {m}"
-    features_name = "medicalnet" if medicalnet is not None else f"pooled{settings.feature_pool}"
+    rbf_metric = f"mmd_rbf_{features_name(settings, medicalnet)}"
     results = []
 
     def missing(metric: str, note: str) -> MetricResult:
@@ -504,18 +515,20 @@ def set_metrics(generator: str, real: np.ndarray, fake: np.ndarray,
     timings["mmd_linear_voxels"] = time.perf_counter() - start
 
     if too_few:
-        results.append(missing(f"mmd_rbf_{features_name}", too_few))
+        results.append(missing(rbf_metric, too_few))
         results.append(missing("fid_medicalnet", too_few if medicalnet is not None else NO_MEDICALNET))
     else:
         start = time.perf_counter()
-        features = np.concatenate(set_features((real, fake), settings, medicalnet, medicalnet_batch_size, device))
+        if features is None:
+            features = set_features((real, fake), settings, medicalnet, medicalnet_batch_size, device)
+        features = np.concatenate(features)
         timings["features"] = time.perf_counter() - start
 
         start = time.perf_counter()
         squared = squared_distances(features)
         kernel = rbf_kernel(squared, _median_distance(squared))
-        results.append(_kernel_result(generator, f"mmd_rbf_{features_name}", kernel, n, m, settings))
-        timings[f"mmd_rbf_{features_name}"] = time.perf_counter() - start
+        results.append(_kernel_result(generator, rbf_metric, kernel, n, m, settings))
+        timings[rbf_metric] = time.perf_counter() - start
 
         start = time.perf_counter()
         if medicalnet is None:

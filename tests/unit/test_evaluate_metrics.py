@@ -32,6 +32,7 @@ from cortexgen.evaluate.metrics import (
     paired_fidelity,
     random_pairs,
     rbf_kernel,
+    set_features,
     set_metrics,
     squared_distances,
 )
@@ -309,6 +310,11 @@ def test_mmd_difference_finds_the_generator_nearer_the_real_set():
     assert mmd_rbf_difference("deform", "sdm", real, same, same.copy(), SMALL).value == 0.0
     alone = mmd_rbf_difference("deform", "sdm", real, same, darker[:1], SMALL)
     assert math.isnan(alone.value) and alone.note == "not computed: the baseline set has 1 image (needs ≥ 2)"
+    # Features the caller computed once, per set, give the same row as computing them here.
+    features = set_features((real, same, darker), SMALL)
+    assert mmd_rbf_difference("deform", "sdm", real, same, darker, SMALL, features=features) == row
+    given, computed = (set_metrics("deform", real, same, SMALL, features=f) for f in (features[:2], None))
+    assert [str(r.as_row()) for r in given] == [str(r.as_row()) for r in computed]
 
 
 def test_set_metrics_with_one_real_image_notes_why():
