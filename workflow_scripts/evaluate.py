@@ -21,6 +21,7 @@ from cortexgen.evaluate.metrics import (  # noqa: E402
     draw_spread,
     mmd_rbf_difference,
     paired_fidelity,
+    set_features,
     set_metrics,
 )
 from cortexgen.evaluate.summary import (  # noqa: E402
