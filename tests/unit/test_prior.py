@@ -49,11 +49,54 @@ def test_bins_no_training_voxel_reached_take_the_nearest_value():
     assert float(prior.lookup(impossible).abs().max()) <= 1.0
 
 
-def test_mirrored_training_gives_a_mirror_symmetric_residual():
+def test_mirrored_training_gives_mirror_symmetric_maps():
     images, conditions = cohort()
     prior = SurfacePrior.fit(images, conditions, (0, 1), mirror=True)
-    assert torch.allclose(prior.residual, prior.residual.flip(0))
-    assert not torch.allclose(SurfacePrior.fit(images, conditions, (0, 1)).residual, prior.residual)
+    assert torch.allclose(prior.offset, prior.offset.flip(0), atol=1e-6)
+    assert torch.allclose(prior.gain, prior.gain.flip(0), atol=1e-6)
+    assert not torch.allclose(SurfacePrior.fit(images, conditions, (0, 1)).offset, prior.offset)
+
+
+def test_gain_keeps_the_mean_where_the_surfaces_say_nothing():
+    """Shells whose image in one half (x >= 8) is a per-subject constant (within ±0.05) the
+    SDFs do not predict, while their table values there swing by far more: there the gain
+    falls towards 0 and the rendering is the training mean, where the table plus its mean
+    residual (a gain of 1) adds the table's swings; the other half, which the SDFs
+    determine, is rendered no worse than with a gain of 1."""
+    generator = torch.Generator().manual_seed(0)
+    images, conditions = cohort(8)
+    unrelated = torch.zeros(GRID, dtype=torch.bool)
+    unrelated[8:] = True
+    levels = 0.1 * (torch.rand(len(images) + 1, generator=generator) - 0.5)
+    images = [torch.where(unrelated, level, image) for image, level in zip(images, levels)]
+    prior = SurfacePrior.fit(images, conditions, (0, 1))
+    image, condition = shell_subject(6.1, 0.2)
+    image = torch.where(unrelated, levels[-1], image)
+    rendered = prior.render(condition[None])[0]
+    residual = torch.stack([i - prior.lookup(c[None])[0] for i, c in zip(images, conditions)]).mean(0)
+    unit_gain = (prior.lookup(condition[None])[0] + residual).clamp(-1, 1)
+    core = unrelated.clone()
+    core[8:10] = False  # the gain's smoothing reaches a voxel across the border
+    # Where the table's values differ between the training subjects (elsewhere its gain is moot).
+    varies = torch.stack([prior.lookup(c[None])[0, 0] for c in conditions]).var(0) > 1e-3
+    assert int((core & varies).sum()) > 100 and float(prior.gain[core & varies].mean()) < 0.2
+    mean_image = torch.stack(images).mean(0)
+    assert torch.allclose(rendered[0][core], mean_image[0][core], atol=0.05)
+    error, unit_error = ((x - image)[0][core].square().mean() for x in (rendered, unit_gain))
+    assert float(error) < 0.7 * float(unit_error)
+    # The half the SDFs determine is rendered no worse than with a gain of 1.
+    half, unit_half = ((x - image)[0][:6].abs().mean() for x in (rendered, unit_gain))
+    assert float(half) <= float(unit_half) < 0.03
+
+
+def test_model_files_from_before_the_gain_render_the_table_plus_its_residual():
+    images, conditions = cohort()
+    prior = SurfacePrior.fit(images, conditions, (0, 1))
+    residual = torch.full(GRID, 0.1)
+    old = SurfacePrior.from_state_dict({"prior_lut": prior.lut, "prior_residual": residual,
+                                        "prior_channels": torch.tensor([0, 1])})
+    condition = conditions[0][None]
+    assert torch.allclose(old.render(condition), (prior.lookup(condition) + 0.1).clamp(-1, 1))
 
 
 def test_bridge_from_the_prior_samples_the_prior_with_a_network_that_adds_nothing(tmp_path):

@@ -33,7 +33,7 @@ def test_every_generator_trains_and_writes_a_loadable_model(diffusion_run):
         trained = load_model(folder / "model.pt")
         assert trained.generator.name == model and trained.grid == (16, 24, 16)
         if model == "bridge":
-            assert trained.generator.prior.residual.shape == (16, 24, 16)
+            assert trained.generator.prior.offset.shape == trained.generator.prior.gain.shape == (16, 24, 16)
         first_conv = next(p for n, p in trained.network.named_parameters() if n.endswith("weight") and p.dim() == 5)
         assert first_conv.shape[1] == channels
         with open(folder / "train_log.tsv") as handle:
