@@ -82,6 +82,7 @@ from cortexgen.evaluate.metrics import (  # noqa: E402
     draw_spread,
     mmd_rbf_difference,
     paired_fidelity,
+    set_features,
     set_metrics,
 )
 from cortexgen.evaluate.summary import baseline_halves, per_item_rows  # noqa: E402
@@ -367,10 +368,16 @@ class Evaluation:
 
             self.features["medicalnet"] = load_medicalnet(section["medicalnet"]["weights"],
                                                           depth=section["medicalnet"]["depth"])
+        # The reference's RBF features once, for every generator (as the evaluate rule).
+        self.reference_features = self.features_of(self.reference)
         self.train = train
         unseen = seeded_subset(held_out, section["max_reference_images"], seed)
         self.baseline_table = self.nearest(BASELINE, [s["id"] for s in unseen],
                                            load_volumes([s["image"] for s in unseen]))
+
+    def features_of(self, volumes: np.ndarray) -> np.ndarray:
+        """The RBF MMD's features of a set of volumes (N, D), with the evaluate rule's settings."""
+        return set_features((volumes,), self.settings, **self.features)[0]
 
     def _load_train(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         subject = self.train[index]
@@ -386,15 +393,17 @@ class Evaluation:
         """The real reference's two halves against each other, and the held-out real images'
         nearest training images (what not copying looks like)."""
         first, second = baseline_halves(len(self.reference), self.settings.seed)
-        return {"real_vs_real": metric_values(set_metrics("real_vs_real", self.reference[first],
-                                                          self.reference[second], self.settings, **self.features)),
+        halves = (self.reference_features[first], self.reference_features[second])
+        return {"real_vs_real": metric_values(set_metrics("real_vs_real", self.reference[first], self.reference[second],
+                                                          self.settings, **self.features, features=halves)),
                 BASELINE: metric_values(memorisation_metrics(self.baseline_table, self.settings))}
 
     def generator(self, model: str, table: list[dict], folder: Path) -> dict:
         """The evaluate rule's metrics of one generator's samples (its sample table's files in ``folder``)."""
         paths = [folder / row["file"] for row in table]
         volumes = load_volumes(paths)
-        rows = set_metrics(model, self.reference, volumes, self.settings, **self.features)
+        rows = set_metrics(model, self.reference, volumes, self.settings, **self.features,
+                           features=(self.reference_features, self.features_of(volumes)))
         nearest = self.nearest(model, [path.name.replace("_T1w.nii.gz", "") for path in paths], volumes)
         rows += [row for row in memorisation_metrics(self.baseline_table + nearest, self.settings)
                  if row.generator == model]
@@ -407,8 +416,10 @@ class Evaluation:
 
     def against_baseline(self, model: str, baseline: str, samples: dict[str, list[Path]]) -> dict:
         """The evaluate rule's paired RBF MMD difference of ``model`` and its ``baseline`` (their sample files)."""
-        row = mmd_rbf_difference(model, baseline, self.reference, load_volumes(samples[model]),
-                                 load_volumes(samples[baseline]), self.settings, **self.features)
+        volumes, baseline_volumes = load_volumes(samples[model]), load_volumes(samples[baseline])
+        features = (self.reference_features, self.features_of(volumes), self.features_of(baseline_volumes))
+        row = mmd_rbf_difference(model, baseline, self.reference, volumes, baseline_volumes, self.settings,
+                                 **self.features, features=features)
         return metric_values([row])
 
     def gallery(self, model: str, table: list[dict], folder: Path, out: Path) -> None:
