@@ -15,7 +15,10 @@ thickness, area, median / 95th percentile distances of white and pial to their t
 boundaries and the WM boundary's fraction the white surface leaves over 3 mm away, the CSF
 it encloses, cortex vertices in the cerebellum/brainstem, flags) and the mean thickness in the
 scan's own space. Across subjects: the shape model's leave-one-out error (9 modes), its parts
-along and across the held-out surfaces' normals, and the mean shape's error beside it.
+along and across the held-out surfaces' normals, and the mean shape's error beside it; and the
+held-out error of models of 2, 4, ... training subjects with all their modes (8 random training
+sets per held-out subject and size), the floor no number of modes gets under: how it falls with
+the cohort's size.
 
 ``--unpartitioned`` also fits the surfaces without the partition (the stage before it) and
 counts its cortex vertices in the cerebellum/brainstem: the before/after. The hindbrain is
@@ -259,7 +262,7 @@ def main() -> None:
     import numpy as np
     import yaml
 
-    from cortexgen.shape.quality import folding_agreement, generalisation
+    from cortexgen.shape.quality import folding_agreement, generalisation, generalisation_by_training_size
     from cortexgen.surfaces.template import build_template
 
     config = yaml.safe_load(args.config.read_text())
@@ -307,7 +310,7 @@ def main() -> None:
                 "max_depth_mm": max(h["max_depth_mm"] for e in subjects.values() for h in e[key].values())}
 
     references = [h for e in subjects.values() for h in e.get("pbt_central", {}).values()]
-    loo, loo_parts, folds = {}, {}, {}
+    loo, loo_parts, folds, by_size = {}, {}, {}, {}
     for hemi in ("L", "R") if len(shapes) >= 2 else ():
         mids = np.stack([shapes[s][hemi][0] for s in shapes])
         thick = np.stack([shapes[s][hemi][1] for s in shapes])
@@ -320,6 +323,10 @@ def main() -> None:
             loo_parts[hemi] = {"along_normal": round(result["normal_error_mm_mean"][0], 3),
                                "across_normal": round(result["tangential_error_mm_mean"][0], 3),
                                "mean_shape_alone": round(result["mean_shape_error_mm_mean"], 3)}
+            sizes = sorted({k for k in (2, 4, 6, 8, 10) if k < len(shapes) - 1} | {len(shapes) - 1})
+            curve = generalisation_by_training_size(mids, thick, faces, sizes, draws=8, seed=0, hemi=hemi)
+            by_size[hemi] = {str(k): {"all_modes": round(e, 3), "mean_shape_alone": round(b, 3)} for k, e, b in
+                             zip(sizes, curve["vertex_error_mm_mean"], curve["mean_shape_error_mm_mean"])}
 
     report = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": args.threads},
@@ -368,6 +375,8 @@ def main() -> None:
             # The error's mean parts along the held-out surface's normals (shape) and across them
             # (vertices sliding: correspondence), and the other subjects' mean shape's error.
             f"shape_model_loo_parts_mm_{LOO_MODES}_modes": loo_parts or None,
+            # Held-out error by the number of training subjects, all their modes: what more heads would buy.
+            "shape_model_heldout_error_mm_by_training_subjects": by_size or None,
             # Correspondence checked against the folds: each subject's mean curvature against the
             # other subjects' mean, per vertex (1: every fold at the same vertices).
             "folding_agreement": folds or None,

@@ -20,7 +20,14 @@ from cortexgen.shape.model import (
     shape_features,
     split_features,
 )
-from cortexgen.shape.quality import compactness, folding_agreement, generalisation, normal_and_tangential, specificity
+from cortexgen.shape.quality import (
+    compactness,
+    folding_agreement,
+    generalisation,
+    generalisation_by_training_size,
+    normal_and_tangential,
+    specificity,
+)
 
 __all__ = [
     "ShapeModel",
@@ -32,6 +39,7 @@ __all__ = [
     "fit_shape_model",
     "folding_agreement",
     "generalisation",
+    "generalisation_by_training_size",
     "normal_and_tangential",
     "geodesic_distance",
     "interpolate",

@@ -2,7 +2,7 @@
 
 * compactness: how much of the training variance the first k modes hold;
 * generalisation: how well a model that has not seen a subject reconstructs it from k modes
-  (leave-one-out), in mm;
+  (leave-one-out), in mm, and how that falls with the number of training subjects;
 * specificity: how close shapes sampled from the first k modes are to a real (training)
   shape, in mm; a model that generates implausible shapes has a large value.
 
@@ -87,12 +87,8 @@ def generalisation(
     thickness_error = np.empty((n, len(modes)))
     mean_shape_error = np.empty(n)
     for held_out in range(n):
-        train = np.arange(n) != held_out
-        model = fit_shape_model(
-            mid[train], thick[train], faces, hemi, [str(i) for i in np.flatnonzero(train)],
-            variance_threshold=1.0, max_modes=None, scaling=scaling,
-        )
-        z = project(model, mid[held_out], thick[held_out])
+        model, z = _held_out_projection(mid, thick, faces, np.flatnonzero(np.arange(n) != held_out), held_out,
+                                        scaling, hemi)
         mean_shape_error[held_out] = np.linalg.norm(reconstruct(model, z[:0])[0] - mid[held_out], axis=1).mean()
         for column, k in enumerate(modes):
             k = min(k, model.n_modes)
@@ -114,6 +110,78 @@ def generalisation(
         "mean_shape_error_mm_mean": float(mean_shape_error.mean()),
         "n_subjects": int(n),
     }
+
+
+def generalisation_by_training_size(
+    mid_vertices: np.ndarray,
+    thickness: np.ndarray,
+    faces: np.ndarray,
+    sizes: Sequence[int],
+    draws: int = 8,
+    seed: int = 0,
+    scaling: str = "block",
+    hemi: str = "L",
+) -> dict:
+    """Held-out reconstruction error against the number of training subjects: how many a cohort needs.
+
+    For each held-out subject and each size n, ``draws`` models are fitted to n subjects drawn
+    from the others (the others themselves, once, where n = N − 1), each with every mode they
+    span; the held-out subject is reconstructed from all of them. No linear model of those n
+    shapes can do better, so the curve bounds the leave-one-out error of any number of modes.
+
+    Args:
+        mid_vertices: (N, V, 3) mm, N ≥ 3.
+        thickness: (N, V) mm.
+        faces: (M, 3) template triangles.
+        sizes: training subjects per model, each in [2, N − 1].
+        draws: random training sets per held-out subject and size.
+        seed: for the draws.
+        scaling, hemi: passed to :func:`fit_shape_model`.
+
+    Returns:
+        ``{"training_subjects": [n...], "vertex_error_mm_mean": [...], "mean_shape_error_mm_mean":
+        [...], "draws": draws, "n_subjects": N}``: per n, the mean Euclidean vertex distance (mean
+        over vertices, then over held-out subjects and draws) of the reconstruction from all modes
+        and of the training mean shape alone.
+    """
+    mid = np.asarray(mid_vertices, dtype=np.float64)
+    thick = np.asarray(thickness, dtype=np.float64)
+    n = len(mid)
+    sizes = [int(k) for k in sizes]
+    if n < 3 or not sizes or min(sizes) < 2 or max(sizes) > n - 1:
+        raise ValueError(f"training sizes must lie in [2, {n - 1}] for {n} subjects, got {sizes}")
+    if draws < 1:
+        raise ValueError(f"draws must be at least 1, got {draws}")
+    rng = np.random.default_rng(seed)
+    all_modes = np.zeros(len(sizes))
+    mean_shape = np.zeros(len(sizes))
+    for column, size in enumerate(sizes):
+        errors, baseline = [], []
+        for held_out in range(n):
+            others = np.flatnonzero(np.arange(n) != held_out)
+            for _ in range(1 if size == n - 1 else draws):
+                train = np.sort(rng.choice(others, size, replace=False))
+                model, z = _held_out_projection(mid, thick, faces, train, held_out, scaling, hemi)
+                errors.append(np.linalg.norm(reconstruct(model, z)[0] - mid[held_out], axis=1).mean())
+                baseline.append(np.linalg.norm(reconstruct(model, z[:0])[0] - mid[held_out], axis=1).mean())
+        all_modes[column], mean_shape[column] = np.mean(errors), np.mean(baseline)
+    return {
+        "training_subjects": sizes,
+        "vertex_error_mm_mean": all_modes.tolist(),
+        "mean_shape_error_mm_mean": mean_shape.tolist(),
+        "draws": int(draws),
+        "n_subjects": int(n),
+    }
+
+
+def _held_out_projection(mid: np.ndarray, thick: np.ndarray, faces: np.ndarray, train: np.ndarray, held_out: int,
+                         scaling: str, hemi: str) -> tuple[ShapeModel, np.ndarray]:
+    """A model of subjects ``train`` with every mode they span, and subject ``held_out``'s coefficients in it."""
+    model = fit_shape_model(
+        mid[train], thick[train], faces, hemi, [str(i) for i in train],
+        variance_threshold=1.0, max_modes=None, scaling=scaling,
+    )
+    return model, project(model, mid[held_out], thick[held_out])
 
 
 def folding_agreement(mid_vertices: np.ndarray, faces: np.ndarray, cortex: np.ndarray | None = None) -> dict:

@@ -16,6 +16,7 @@ from cortexgen.shape import (
     fit_shape_model,
     folding_agreement,
     generalisation,
+    generalisation_by_training_size,
     geodesic_distance,
     interpolate,
     load_shape_model,
@@ -350,6 +351,34 @@ def test_generalisation_falls_to_zero_at_the_true_rank_and_specificity_is_finite
     json.dumps(spec)
     assert all(np.isfinite(spec["distance_mm_mean"])) and min(spec["distance_mm_mean"]) > 0
     assert spec == specificity(model, mids, n_samples=20, rng=0, modes=[1, 3])
+
+
+def test_error_by_training_size_vanishes_once_the_training_set_spans_the_family(sphere, random_cohort):
+    """A rank-3 family: 3 training subjects span 2 modes and leave an error, 4 or more span all 3
+    (almost surely) and reconstruct a held-out subject exactly; the mean shape alone does not."""
+    rng = np.random.default_rng(11)
+    n, v = 9, len(sphere.vertices)
+    bases = orthonormal_rows(rng, 3, 4 * v) * 30.0
+    mids, thickness = family(sphere, rng.standard_normal((n, 3)) * np.array([3.0, 2.0, 1.0]),
+                             bases[:, : 3 * v], 0.1 * bases[:, 3 * v :])
+    result = generalisation_by_training_size(mids, thickness, sphere.faces, sizes=[2, 3, 4, 8], draws=3, seed=1)
+    json.dumps(result)
+    errors = result["vertex_error_mm_mean"]
+    assert result["training_subjects"] == [2, 3, 4, 8] and result["n_subjects"] == n and result["draws"] == 3
+    assert errors[0] > errors[1] > 0.1
+    assert errors[2] < 1e-8 and errors[3] < 1e-8
+    assert all(base > 0.1 for base in result["mean_shape_error_mm_mean"])
+    assert result == generalisation_by_training_size(mids, thickness, sphere.faces, sizes=[2, 3, 4, 8], draws=3,
+                                                     seed=1)
+    # With every other subject, the curve's point is the leave-one-out error of all modes.
+    mids, thickness = random_cohort
+    full = generalisation(mids, thickness, sphere.faces, modes=[len(mids) - 2])
+    curve = generalisation_by_training_size(mids, thickness, sphere.faces, sizes=[len(mids) - 1])
+    assert full["vertex_error_mm_mean"][0] > 0.1
+    assert np.isclose(curve["vertex_error_mm_mean"][0], full["vertex_error_mm_mean"][0], rtol=1e-9, atol=0)
+    for bad in ([1], [len(mids)], []):
+        with pytest.raises(ValueError, match="training sizes"):
+            generalisation_by_training_size(mids, thickness, sphere.faces, sizes=bad)
 
 
 # ----------------------------------------------------------------------------- figures
