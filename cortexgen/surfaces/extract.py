@@ -254,9 +254,10 @@ def fit_hemisphere(white: Mesh, cortex: np.ndarray, tissue: TissueMaps, affine: 
                    forbidden: np.ndarray | None = None) -> HemisphereSurfaces:
     """Fit the white mesh to WM = 0.5, then build the pial mesh outwards from it.
 
-    The white mesh is fitted by the smooth, invertible flow and then, vertex by vertex, by
-    CAT12's deformable model (``settings.refine_iterations``), which reaches the fundi and the
-    thin WM blades the flow cuts across; the crossings that makes are repaired.
+    The white mesh is fitted by the smooth, invertible flow, then by a narrower one started
+    where it ends (``settings.fine_sigma_mm``), which reaches the fundi and the thin WM blades
+    the first cuts across, and optionally, vertex by vertex, by CAT12's deformable model
+    (``settings.refine_iterations``); the crossings they make are repaired.
 
     Args:
         white: the template's white mesh already carried onto the subject.
@@ -280,9 +281,14 @@ def fit_hemisphere(white: Mesh, cortex: np.ndarray, tissue: TissueMaps, affine: 
     cortex = np.asarray(cortex, dtype=bool)
     white_flowed = fit_to_level(white, tissue.wm, affine, 0.5, settings, frozen=~cortex)
     white_fit = white_flowed
+    if settings.fine_iterations:
+        fine = replace(settings, sigma_mm=settings.fine_sigma_mm, field_spacing_mm=settings.fine_field_spacing_mm,
+                       iterations=settings.fine_iterations, search_mm=settings.fine_search_mm,
+                       step_mm=settings.fine_step_mm)
+        white_fit = fit_to_level(white_fit, tissue.wm, affine, 0.5, fine, frozen=~cortex)
     if settings.refine_iterations:
-        white_fit = refine_to_level(white_flowed, tissue.wm, affine, 0.5, settings.refine_iterations, frozen=~cortex)
-    # The invertible flow leaves (almost) no crossings, so what the repair cannot smooth away
+        white_fit = refine_to_level(white_fit, tissue.wm, affine, 0.5, settings.refine_iterations, frozen=~cortex)
+    # The first, wide flow leaves (almost) no crossings, so what the repair cannot smooth away
     # retreats towards it.
     white_fit = _repaired_and_kept_out(white_fit, repair, forbidden, affine, cortex, fallback=white_flowed)
     normals = smoothed_normals(white_fit)

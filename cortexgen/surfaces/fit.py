@@ -31,9 +31,14 @@ class FitSettings:
             displacement field in space. Two sheets closer than about this share one
             motion, which is what keeps them from passing through each other.
         field_spacing_mm: voxel size of that field.
+        fine_sigma_mm, fine_field_spacing_mm, fine_iterations, fine_search_mm, fine_step_mm:
+            a second flow of the white mesh after the first: this wide, on a field this fine,
+            for this many rounds (0: none), looking this far along the normals in steps this
+            long. The first is smooth over ``sigma_mm`` and so cuts across gyral WM blades and
+            sulcal fundi narrower than that; started where it ends, the narrower one follows
+            them, and its longer search sees the fundus of a sulcus the first bridged.
         refine_iterations: rounds of CAT12's deformable model (:func:`refine_to_level`) run
-            on the white mesh after the flow; 0: none. The flow is smooth over ``sigma_mm``
-            and so cuts across gyral WM blades and sulcal fundi narrower than that.
+            on the white mesh after the flows; 0: none.
         thickness_smoothing: neighbour-averaging rounds applied to the measured thickness
             before the pial mesh is placed. Each round pulls a vertex's pial point off its own
             boundary towards its neighbours' (on the ds000022 heads, 2 rounds put the pial
@@ -54,7 +59,12 @@ class FitSettings:
     rate: float = 0.5
     sigma_mm: float = 3.0
     field_spacing_mm: float = 2.0
-    refine_iterations: int = 75
+    fine_sigma_mm: float = 1.5
+    fine_field_spacing_mm: float = 1.0
+    fine_iterations: int = 30
+    fine_search_mm: float = 6.0
+    fine_step_mm: float = 1.0
+    refine_iterations: int = 0
     thickness_smoothing: int = 0
     pial_sigma_mm: float = 1.5
     pial_field_spacing_mm: float = 1.0

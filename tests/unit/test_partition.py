@@ -311,9 +311,10 @@ def test_surfaces_reach_the_fundus_and_the_skeleton_of_a_glued_sulcus():
                             FitSettings())
     assert result.white.vertices[in_slot(result.white), 2].min() < fundus_z + 1.0
     # The pial vertices of the banks (white vertices on the slot's walls) end on the midline,
-    # within the voxel the skeleton has there (x = 0 lies between two columns of voxel centres).
+    # within the voxel the skeleton has there (x = 0 lies between two columns of voxel centres,
+    # so that voxel spans |x| < 1 mm); the pial flow keeps the two banks a little apart.
     wall = in_slot(result.white) & (result.white.vertices[:, 2] > 6.0) & (result.white.vertices[:, 2] < 13.0)
     assert wall.sum() > 50
-    assert np.median(np.abs(result.pial.vertices[wall, 0])) < 0.75
+    assert np.median(np.abs(result.pial.vertices[wall, 0])) < 0.85
     assert np.percentile(np.abs(result.pial.vertices[wall, 0]), 90) < 1.0
     assert count_self_intersections(result.pial) == 0
